@@ -1,0 +1,3 @@
+"""batchexports: scheduled exports of product-analytics data, serving PostHog's batch exports API."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,143 @@
+"""The `batchexports` command: `up`, `api`, `bootstrap`, `api-key create`, `migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+
+def _setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "batchexports.settings")
+    import django
+
+    django.setup()
+
+
+def _migrate(verbosity: int = 0) -> None:
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=verbosity)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    _setup_django()
+    _migrate(verbosity=1)
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    _setup_django()
+    _migrate()
+    from batchexports.accounts.bootstrap import bootstrap
+
+    result = bootstrap(args.organization, args.email)
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        _print_bootstrap(result)
+    return 0
+
+
+def _print_bootstrap(result: object) -> None:
+    data = result.as_dict()  # type: ignore[attr-defined]
+    print(f"organization id:   {data['organization_id']}")
+    print(f"project id:        {data['project_id']}")
+    print(f"personal API key:  {data['personal_api_key']}   (shown once; scope *)")
+    print(f"project API key:   {data['project_api_key']}   (for capture)")
+    password = getattr(result, "generated_password", None)
+    if password:
+        print(f"admin user:        {result.user.email} / {password}")  # type: ignore[attr-defined]
+
+
+def cmd_api_key_create(args: argparse.Namespace) -> int:
+    _setup_django()
+    _migrate()
+    from batchexports.accounts.bootstrap import create_api_key
+
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    try:
+        key, value = create_api_key(args.email, scopes, label=args.label)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"id": str(key.id), "personal_api_key": value, "scopes": key.scopes}))
+    else:
+        print(value)
+    return 0
+
+
+def _serve(host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run("batchexports.asgi:application", host=host, port=port, log_level="info", lifespan="off")
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    _setup_django()
+    _migrate()
+    _serve(args.host, args.port)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    _setup_django()
+    _migrate()
+    from batchexports.accounts.bootstrap import bootstrap
+    from batchexports.accounts.models import User
+
+    if not User.objects.exists():
+        print("First start: created an organization, a project and an admin user.")
+        _print_bootstrap(bootstrap())
+    from django.conf import settings
+
+    print(f"data directory:    {settings.DATA_DIR}")
+    print(f"API:               http://{args.host}:{args.port}/api/")
+    _serve(args.host, args.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="batchexports", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the service with embedded defaults")
+    up.add_argument("--host", default=os.environ.get("BATCHEXPORTS_HOST", "127.0.0.1"))
+    up.add_argument("--port", type=int, default=int(os.environ.get("BATCHEXPORTS_PORT", "8000")))
+    up.set_defaults(func=cmd_up)
+
+    api = sub.add_parser("api", help="serve the API only")
+    api.add_argument("--host", default=os.environ.get("BATCHEXPORTS_HOST", "127.0.0.1"))
+    api.add_argument("--port", type=int, default=int(os.environ.get("BATCHEXPORTS_PORT", "8000")))
+    api.set_defaults(func=cmd_api)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(func=cmd_migrate)
+
+    boot = sub.add_parser("bootstrap", help="create an organization, project, admin user and API key")
+    boot.add_argument("--organization", default="Default")
+    boot.add_argument("--email", default="admin@localhost")
+    boot.add_argument("--json", action="store_true")
+    boot.set_defaults(func=cmd_bootstrap)
+
+    api_key = sub.add_parser("api-key", help="manage personal API keys")
+    api_key_sub = api_key.add_subparsers(dest="api_key_command", required=True)
+    create = api_key_sub.add_parser("create", help="create a personal API key")
+    create.add_argument("--email", required=True)
+    create.add_argument("--scopes", required=True, help="comma-separated, e.g. batch_export:read,plugin:read")
+    create.add_argument("--label", default="")
+    create.add_argument("--json", action="store_true")
+    create.set_defaults(func=cmd_api_key_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Config schema of the BigQuery destination: rows loaded into a table of a dataset, as a
+Google Cloud service account whose key fields (`private_key`, `private_key_id`, `token_uri`,
+`client_email`) are copied from its JSON key file.
+
+Secrets: `private_key`, `private_key_id`. This module only validates configuration.
+"""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from batchexports.destinations.base import DestinationSpec
+from batchexports.destinations.file import EventFilterConfigSerializer
+from batchexports.destinations.http import HttpUrlField
+from batchexports.destinations.registry import register
+
+
+class BigQueryConfigSerializer(EventFilterConfigSerializer):
+    project_id = serializers.CharField(help_text="Google Cloud project of the dataset.")
+    dataset_id = serializers.CharField(help_text="Dataset of the destination table.")
+    table_id = serializers.CharField(
+        required=False, default="events", help_text="Destination table; created when it does not exist."
+    )
+    private_key = serializers.CharField(
+        trim_whitespace=False, help_text="'private_key' of the service account's JSON key file."
+    )
+    private_key_id = serializers.CharField(
+        help_text="'private_key_id' of the service account's JSON key file."
+    )
+    token_uri = HttpUrlField(
+        help_text="'token_uri' of the key file, usually 'https://oauth2.googleapis.com/token'."
+    )
+    client_email = serializers.EmailField(help_text="'client_email' of the key file: the service account.")
+    use_json_type = serializers.BooleanField(
+        required=False, default=False, help_text="Store properties as BigQuery JSON instead of STRING."
+    )
+
+
+SPEC = register(
+    DestinationSpec(
+        type="BigQuery",
+        label="BigQuery",
+        config_serializer=BigQueryConfigSerializer,
+        secret_fields=(("private_key",), ("private_key_id",)),
+        description="Rows in a Google BigQuery table.",
+    )
+)

@@ -1,0 +1,56 @@
+"""Config schema of the Databricks destination: rows loaded into a Unity Catalog table
+through a SQL warehouse, authenticated as an OAuth service principal (`client_id` and
+`client_secret`, both secrets).
+
+This module only validates configuration; it does not connect.
+"""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from batchexports.destinations.base import DestinationSpec
+from batchexports.destinations.file import EventFilterConfigSerializer
+from batchexports.destinations.registry import register
+
+
+class DatabricksConfigSerializer(EventFilterConfigSerializer):
+    server_hostname = serializers.CharField(
+        help_text="Workspace host name, e.g. 'dbc-a1b2c3d4-e5f6.cloud.databricks.com' (no scheme)."
+    )
+    http_path = serializers.CharField(
+        help_text="HTTP path of the SQL warehouse, e.g. '/sql/1.0/warehouses/abc'."
+    )
+    client_id = serializers.CharField(help_text="OAuth client id of the service principal.")
+    client_secret = serializers.CharField(
+        trim_whitespace=False, help_text="OAuth secret of the service principal."
+    )
+    catalog = serializers.CharField(help_text="Unity Catalog catalog.")
+    schema = serializers.CharField(help_text="Schema inside the catalog.")
+    table_name = serializers.CharField(help_text="Destination table; created when it does not exist.")
+    use_variant_type = serializers.BooleanField(
+        required=False, default=True, help_text="Store properties as VARIANT instead of STRING."
+    )
+    use_automatic_schema_evolution = serializers.BooleanField(
+        required=False, default=True, help_text="Add columns of new fields to the table automatically."
+    )
+
+    def validate_server_hostname(self, value: str) -> str:
+        # Users often paste the workspace URL; keep only its host name.
+        host = value.removeprefix("https://").removeprefix("http://").rstrip("/")
+        if not host or "/" in host:
+            raise serializers.ValidationError(
+                "Give the workspace host name only, like 'dbc-a1b2c3d4-e5f6.cloud.databricks.com'."
+            )
+        return host
+
+
+SPEC = register(
+    DestinationSpec(
+        type="Databricks",
+        label="Databricks",
+        config_serializer=DatabricksConfigSerializer,
+        secret_fields=(("client_id",), ("client_secret",)),
+        description="Rows in a Databricks Unity Catalog table.",
+    )
+)

@@ -1,0 +1,57 @@
+"""Config schema of the HTTP destination: events sent to another PostHog's `/batch/` endpoint.
+
+The receiving PostHog is named by its capture URL and identified by its project API key
+(`token`, kept secret). Only the `events` model can be sent this way. This module holds no
+HTTP client code; the sink does the sending.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from rest_framework import serializers
+
+from batchexports.destinations.base import DestinationSpec
+from batchexports.destinations.file import EventFilterConfigSerializer
+from batchexports.destinations.registry import register
+
+
+class HttpUrlField(serializers.CharField):
+    """An absolute http:// or https:// URL; unlike `URLField`, accepts hosts without a dot
+    (`http://minio:9000`, `http://posthog:8000/batch/`), common inside a private network."""
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        try:
+            parts = urlsplit(value)
+            valid = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError:
+            valid = False
+        if not valid:
+            raise serializers.ValidationError(
+                "Enter a full http:// or https:// URL, like 'https://example.com/path'."
+            )
+        return value
+
+
+class HttpConfigSerializer(EventFilterConfigSerializer):
+    url = HttpUrlField(
+        help_text="Capture endpoint of the receiving PostHog, e.g. 'https://eu.i.posthog.com/batch/'."
+    )
+    token = serializers.CharField(
+        trim_whitespace=False, help_text="Project API key of the receiving PostHog project."
+    )
+
+
+SPEC = register(
+    DestinationSpec(
+        type="HTTP",
+        label="PostHog (HTTP)",
+        config_serializer=HttpConfigSerializer,
+        secret_fields=(("token",),),
+        supported_models=frozenset({"events"}),
+        description="Events sent in PostHog's /batch/ format to another PostHog instance.",
+    )
+)

@@ -1,0 +1,48 @@
+"""The one place that maps a destination type name to its spec.
+
+Modules are imported here, so adding a destination means adding one line.
+"""
+
+from __future__ import annotations
+
+from batchexports.destinations.base import DestinationSpec
+
+_REGISTRY: dict[str, DestinationSpec] = {}
+
+
+def register(spec: DestinationSpec) -> DestinationSpec:
+    _REGISTRY[spec.type] = spec
+    return spec
+
+
+def _load() -> None:
+    # Imported for their `register(...)` side effect; their heavy client libraries
+    # (boto3, snowflake-connector, ...) are imported lazily inside their sinks.
+    from batchexports.destinations import (  # noqa: F401
+        azure_blob,
+        bigquery,
+        databricks,
+        file,
+        http,
+        postgres,
+        redshift,
+        s3,
+        snowflake,
+    )
+
+
+def get(destination_type: str) -> DestinationSpec:
+    """The spec of `destination_type`; `KeyError` when there is no such type."""
+    if not _REGISTRY:
+        _load()
+    return _REGISTRY[destination_type]
+
+
+def all_specs() -> list[DestinationSpec]:
+    if not _REGISTRY:
+        _load()
+    return sorted(_REGISTRY.values(), key=lambda spec: spec.type)
+
+
+def types() -> list[str]:
+    return [spec.type for spec in all_specs()]

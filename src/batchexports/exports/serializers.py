@@ -1,0 +1,344 @@
+"""API representations and validation of batch exports, their runs and backfills.
+
+Validation lives here, views stay thin. Secrets are split out of a destination's config
+before it is stored and are never part of a representation.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from functools import cache
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from batchexports.destinations import registry
+from batchexports.destinations.base import deep_merge
+from batchexports.engine.interface import get_engine
+from batchexports.exports import backfills
+from batchexports.exports.intervals import INTERVALS, split_offset
+from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportDestination, BatchExportRun
+
+
+@cache
+def _timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+class BatchExportRunSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = BatchExportRun
+        fields = [
+            "id",
+            "status",
+            "records_completed",
+            "latest_error",
+            "data_interval_start",
+            "data_interval_end",
+            "cursor",
+            "created_at",
+            "finished_at",
+            "last_updated_at",
+            "records_total_count",
+            "bytes_exported",
+            "batch_export",
+            "backfill",
+        ]
+        read_only_fields = fields
+
+
+class BatchExportDestinationSerializer(serializers.Serializer):
+    """`{type, config, integration}`; `config` is validated by the destination's own schema."""
+
+    type = serializers.ChoiceField(choices=[])
+    config = serializers.DictField(required=False, default=dict)
+    integration = serializers.IntegerField(required=False, allow_null=True)
+    integration_id = serializers.IntegerField(required=False, allow_null=True, write_only=True)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["type"].choices = registry.types()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        integration = attrs.pop("integration_id", None) or attrs.get("integration")
+        if integration is not None:
+            raise serializers.ValidationError(
+                {"integration": "Integrations are not supported: put the credentials in 'config'."}
+            )
+        return attrs
+
+    def to_representation(self, instance: BatchExportDestination) -> dict[str, Any]:
+        return {"type": instance.type, "config": instance.config or {}, "integration": instance.integration}
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "nullable": True,
+        "properties": {
+            "total_runs": {"type": "integer"},
+            "finished_runs": {"type": "integer"},
+            "progress": {"type": "number"},
+        },
+    }
+)
+class BackfillProgressField(serializers.ReadOnlyField):
+    pass
+
+
+class BatchExportBackfillSerializer(serializers.ModelSerializer):
+    progress = BackfillProgressField(source="*")
+    team = serializers.IntegerField(source="team_id", read_only=True)
+
+    class Meta:
+        model = BatchExportBackfill
+        fields = [
+            "id",
+            "progress",
+            "start_at",
+            "end_at",
+            "status",
+            "created_at",
+            "finished_at",
+            "last_updated_at",
+            "team",
+            "batch_export",
+        ]
+        read_only_fields = fields
+
+    def to_representation(self, instance: BatchExportBackfill) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["progress"] = backfills.progress(instance)
+        return data
+
+
+class BatchExportSerializer(serializers.ModelSerializer):
+    destination = BatchExportDestinationSerializer()
+    latest_runs = serializers.SerializerMethodField()
+    interval = serializers.ChoiceField(choices=INTERVALS)
+    model = serializers.ChoiceField(choices=BatchExport.Model.choices, required=False)
+    hogql_query = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    filters = serializers.JSONField(required=False, allow_null=True)
+    timezone = serializers.CharField(required=False, allow_null=True)
+    offset_day = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=6)
+    offset_hour = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=23)
+    team_id = serializers.IntegerField(required=False)
+
+    class Meta:
+        model = BatchExport
+        fields = [
+            "id",
+            "team_id",
+            "name",
+            "model",
+            "destination",
+            "interval",
+            "paused",
+            "created_at",
+            "last_updated_at",
+            "last_paused_at",
+            "start_at",
+            "end_at",
+            "latest_runs",
+            "hogql_query",
+            "schema",
+            "filters",
+            "timezone",
+            "offset_day",
+            "offset_hour",
+        ]
+        read_only_fields = ["id", "created_at", "last_updated_at", "latest_runs", "schema"]
+
+    @extend_schema_field(BatchExportRunSerializer(many=True))
+    def get_latest_runs(self, instance: BatchExport) -> list[dict[str, Any]]:
+        runs = getattr(instance, "prefetched_latest_runs", None)
+        if runs is None:
+            runs = instance.runs.order_by("-created_at")[:10]
+        return BatchExportRunSerializer(runs, many=True).data
+
+    def to_representation(self, instance: BatchExport) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["team_id"] = instance.team_id
+        data["hogql_query"] = instance.hogql_query or ""
+        offset_day, offset_hour = split_offset(instance.interval_offset)
+        data["offset_day"] = offset_day if instance.interval == "week" else None
+        data["offset_hour"] = offset_hour if instance.interval in ("day", "week") else None
+        return data
+
+    # Field validators
+
+    def validate_name(self, name: str) -> str:
+        if not name.strip():
+            raise serializers.ValidationError("Name cannot be blank.")
+        return name
+
+    def validate_timezone(self, value: str | None) -> str:
+        if value is None or value == "":
+            return "UTC"
+        if value not in _timezones():
+            raise serializers.ValidationError(f"'{value}' is not a known IANA timezone, e.g. 'Europe/Berlin' or 'UTC'.")
+        return value
+
+    def validate_filters(self, value: Any) -> Any:
+        if value is not None and not isinstance(value, list):
+            raise serializers.ValidationError("filters must be a list of property filters or null.")
+        return value
+
+    def validate_hogql_query(self, value: str | None) -> str:
+        return value or ""
+
+    # Cross-field validation
+
+    def _current(self, attrs: dict[str, Any], name: str, default: Any = None) -> Any:
+        if name in attrs:
+            return attrs[name]
+        if self.instance is not None and self.partial:
+            return getattr(self.instance, name)
+        return default
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        self._validate_team(attrs)
+        interval = self._current(attrs, "interval")
+        model = self._current(attrs, "model", BatchExport.Model.EVENTS) or BatchExport.Model.EVENTS
+        if self.instance is None:
+            attrs.setdefault("model", model)
+
+        self._validate_offsets(attrs, interval)
+
+        start_at = self._current(attrs, "start_at")
+        end_at = self._current(attrs, "end_at")
+        if start_at is not None and end_at is not None and start_at >= end_at:
+            raise serializers.ValidationError({"end_at": "end_at must be after start_at."})
+
+        if "destination" in attrs:
+            attrs["destination"] = self._validate_destination(attrs["destination"])
+        destination_type = (
+            attrs["destination"]["type"] if "destination" in attrs else self.instance.destination.type
+        )
+        spec = registry.get(destination_type)
+        if model not in spec.supported_models:
+            raise serializers.ValidationError(
+                {"model": f"{spec.label} batch exports only support the "
+                 f"{', '.join(sorted(spec.supported_models))} model, not '{model}'."}
+            )
+        return attrs
+
+    def _validate_team(self, attrs: dict[str, Any]) -> None:
+        project_ids: list[int] = self.context["project_ids"]
+        if "team_id" not in attrs:
+            return
+        if self.instance is not None:
+            if attrs["team_id"] != self.instance.team_id:
+                raise serializers.ValidationError({"team_id": "A batch export cannot move to another project."})
+            return
+        if attrs["team_id"] not in project_ids:
+            raise serializers.ValidationError({"team_id": f"Project {attrs['team_id']} is not in this scope."})
+
+    def _validate_offsets(self, attrs: dict[str, Any], interval: str) -> None:
+        """offset_day/offset_hour -> the stored `interval_offset` in seconds, as PostHog stores it."""
+        given = {name: attrs.pop(name) for name in ("offset_day", "offset_hour") if name in attrs}
+        if given.get("offset_day") is not None and interval != "week":
+            raise serializers.ValidationError(
+                {"offset_day": f"offset_day only applies to weekly batch exports, not '{interval}'."}
+            )
+        if given.get("offset_hour") is not None and interval not in ("day", "week"):
+            raise serializers.ValidationError(
+                {"offset_hour": f"offset_hour only applies to daily and weekly batch exports, not '{interval}'."}
+            )
+        # A PATCH keeps what it does not mention, as far as the (new) interval allows it.
+        day = hour = None
+        if self.partial and self.instance is not None:
+            day, hour = split_offset(self.instance.interval_offset)
+        day = given.get("offset_day", day) if interval == "week" else None
+        hour = given.get("offset_hour", hour) if interval in ("day", "week") else None
+        attrs["interval_offset"] = None if day is None and hour is None else (day or 0) * 86400 + (hour or 0) * 3600
+
+    def _validate_destination(self, destination: dict[str, Any]) -> dict[str, Any]:
+        destination_type = destination["type"]
+        incoming = destination.get("config") or {}
+        if self.instance is not None:
+            current = self.instance.destination
+            if destination_type != current.type:
+                raise serializers.ValidationError(
+                    {"destination": {"type": f"Cannot change the destination type from '{current.type}' to "
+                                     f"'{destination_type}'. Create a new batch export instead."}}
+                )
+            # Secrets are write-only: whoever updates a config cannot send back what they never saw.
+            base = current.full_config() if self.partial else deep_merge({}, current.secrets())
+            config = deep_merge(base, incoming)
+        else:
+            config = incoming
+        try:
+            validated = registry.get(destination_type).validate_config(config)
+        except serializers.ValidationError as error:
+            raise serializers.ValidationError({"destination": {"config": error.detail}}) from None
+        return {"type": destination_type, "config": validated}
+
+    # Persistence
+
+    def create(self, validated_data: dict[str, Any]) -> BatchExport:
+        destination_data = validated_data.pop("destination")
+        team_id = validated_data.pop("team_id", None) or self.context["default_project_id"]
+        if validated_data.get("paused"):
+            validated_data["last_paused_at"] = timezone.now()
+        with transaction.atomic():
+            destination = BatchExportDestination(type=destination_data["type"])
+            destination.set_full_config(destination_data["config"])
+            destination.save()
+            batch_export = BatchExport.objects.create(team_id=team_id, destination=destination, **validated_data)
+        get_engine().sync_batch_export(batch_export, created=True)
+        return batch_export
+
+    def update(self, instance: BatchExport, validated_data: dict[str, Any]) -> BatchExport:
+        destination_data = validated_data.pop("destination", None)
+        validated_data.pop("team_id", None)
+        was_paused = instance.paused
+        with transaction.atomic():
+            if destination_data is not None:
+                instance.destination.set_full_config(destination_data["config"])
+                instance.destination.save()
+            for name, value in validated_data.items():
+                setattr(instance, name, value)
+            if instance.paused and not was_paused:
+                instance.last_paused_at = timezone.now()
+            instance.save()
+        engine = get_engine()
+        engine.sync_batch_export(instance, created=False)
+        if instance.paused != was_paused:
+            if instance.paused:
+                engine.pause(instance)
+            else:
+                engine.unpause(instance, backfill_from=None)
+        return instance
+
+
+class UnpauseRequestSerializer(serializers.Serializer):
+    backfill = serializers.BooleanField(required=False, default=False)
+
+
+class LogEntriesRequestSerializer(serializers.Serializer):
+    limit = serializers.IntegerField(required=False, default=50, min_value=1, max_value=1000)
+    after = serializers.DateTimeField(required=False)
+    before = serializers.DateTimeField(required=False)
+    level = serializers.CharField(required=False)
+    search = serializers.CharField(required=False, allow_blank=True)
+    instance_id = serializers.UUIDField(required=False)
+
+    LEVEL_ALIASES = {"WARN": "WARNING", "DEBUG": "DEBUG", "LOG": "LOG", "INFO": "INFO", "WARNING": "WARNING",
+                     "ERROR": "ERROR"}
+
+    def validate_level(self, value: str) -> list[str]:
+        levels = []
+        for raw in value.split(","):
+            name = raw.strip().upper()
+            if not name:
+                continue
+            if name not in self.LEVEL_ALIASES:
+                raise serializers.ValidationError(
+                    f"Unknown level '{raw.strip()}'; use one or more of DEBUG, LOG, INFO, WARNING, ERROR."
+                )
+            levels.append(self.LEVEL_ALIASES[name])
+        return levels

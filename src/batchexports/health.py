@@ -1,0 +1,35 @@
+"""`GET /_health`: 200 with the state of each dependency the API process relies on."""
+
+from __future__ import annotations
+
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+from batchexports import __version__
+from batchexports.engine.interface import get_engine
+
+
+def _database() -> dict[str, object]:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return {"ok": True, "vendor": connection.vendor}
+    except Exception as error:  # reported, not raised: health must answer
+        return {"ok": False, "vendor": connection.vendor, "error": type(error).__name__}
+
+
+def _engine() -> dict[str, object]:
+    engine = get_engine()
+    check = getattr(engine, "health", None)
+    if check is None:
+        return {"ok": True, "kind": type(engine).__name__}
+    return {"kind": type(engine).__name__, **check()}
+
+
+def health(request: HttpRequest) -> JsonResponse:
+    dependencies = {"database": _database(), "engine": _engine()}
+    ok = all(dep.get("ok") for dep in dependencies.values())
+    return JsonResponse(
+        {"status": "ok" if ok else "degraded", "version": __version__, "dependencies": dependencies},
+        status=200 if ok else 503,
+    )
