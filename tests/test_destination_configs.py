@@ -156,9 +156,7 @@ def test_unknown_field_is_rejected_by_name(destination_type: str) -> None:
         ("Databricks", "use_automatic_schema_evolution", 0, False),
     ],
 )
-def test_strings_are_coerced_to_declared_types(
-    destination_type: str, field: str, raw: Any, expected: Any
-) -> None:
+def test_strings_are_coerced_to_declared_types(destination_type: str, field: str, raw: Any, expected: Any) -> None:
     assert validate(destination_type, **{field: raw})[field] == expected
 
 
@@ -317,9 +315,7 @@ def test_redshift_copy_authorization_is_validated(authorization: Any, error_keys
 def test_databricks_hostname_is_taken_from_a_pasted_url() -> None:
     config = validate("Databricks", server_hostname="https://dbc-1.cloud.databricks.com/")
     assert config["server_hostname"] == "dbc-1.cloud.databricks.com"
-    assert set(errors("Databricks", server_hostname="https://dbc-1.cloud.databricks.com/sql")) == {
-        "server_hostname"
-    }
+    assert set(errors("Databricks", server_hostname="https://dbc-1.cloud.databricks.com/sql")) == {"server_hostname"}
 
 
 @pytest.mark.parametrize("destination_type", MINIMAL)
@@ -381,8 +377,6 @@ def test_split_secrets_removes_every_secret_value_from_the_public_part(destinati
 
 def test_redshift_role_arn_is_not_a_secret() -> None:
     spec = registry.get("Redshift")
-    public, secrets = split_secrets(
-        validate("Redshift", mode="COPY", copy_inputs=COPY_INPUTS), spec.secret_fields
-    )
+    public, secrets = split_secrets(validate("Redshift", mode="COPY", copy_inputs=COPY_INPUTS), spec.secret_fields)
     assert public["copy_inputs"]["authorization"] == COPY_INPUTS["authorization"]
     assert secrets == {"user": "u", "password": "p"}

@@ -89,9 +89,7 @@ def resolve_organization(request: Request, organization_id: str) -> Scope:
 
 def _current_project(request: Request) -> Project:
     """`@current`: the caller's first project, within what its API key may see."""
-    projects = Project.objects.select_related("organization").filter(
-        organization__memberships__user=request.user
-    )
+    projects = Project.objects.select_related("organization").filter(organization__memberships__user=request.user)
     key = _key(request)
     if key is not None and key.scoped_teams:
         projects = projects.filter(id__in=[int(t) for t in key.scoped_teams])

@@ -59,9 +59,7 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
-    organizations = models.ManyToManyField(
-        Organization, through="OrganizationMembership", related_name="members"
-    )
+    organizations = models.ManyToManyField(Organization, through="OrganizationMembership", related_name="members")
 
     USERNAME_FIELD = "email"
     EMAIL_FIELD = "email"
@@ -84,6 +82,9 @@ class OrganizationMembership(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organization", "user"], name="unique_membership")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.organization_id}"
 
 
 class PersonalAPIKey(models.Model):

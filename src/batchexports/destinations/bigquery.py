@@ -24,12 +24,8 @@ class BigQueryConfigSerializer(EventFilterConfigSerializer):
     private_key = serializers.CharField(
         trim_whitespace=False, help_text="'private_key' of the service account's JSON key file."
     )
-    private_key_id = serializers.CharField(
-        help_text="'private_key_id' of the service account's JSON key file."
-    )
-    token_uri = HttpUrlField(
-        help_text="'token_uri' of the key file, usually 'https://oauth2.googleapis.com/token'."
-    )
+    private_key_id = serializers.CharField(help_text="'private_key_id' of the service account's JSON key file.")
+    token_uri = HttpUrlField(help_text="'token_uri' of the key file, usually 'https://oauth2.googleapis.com/token'.")
     client_email = serializers.EmailField(help_text="'client_email' of the key file: the service account.")
     use_json_type = serializers.BooleanField(
         required=False, default=False, help_text="Store properties as BigQuery JSON instead of STRING."

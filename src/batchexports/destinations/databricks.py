@@ -18,13 +18,9 @@ class DatabricksConfigSerializer(EventFilterConfigSerializer):
     server_hostname = serializers.CharField(
         help_text="Workspace host name, e.g. 'dbc-a1b2c3d4-e5f6.cloud.databricks.com' (no scheme)."
     )
-    http_path = serializers.CharField(
-        help_text="HTTP path of the SQL warehouse, e.g. '/sql/1.0/warehouses/abc'."
-    )
+    http_path = serializers.CharField(help_text="HTTP path of the SQL warehouse, e.g. '/sql/1.0/warehouses/abc'.")
     client_id = serializers.CharField(help_text="OAuth client id of the service principal.")
-    client_secret = serializers.CharField(
-        trim_whitespace=False, help_text="OAuth secret of the service principal."
-    )
+    client_secret = serializers.CharField(trim_whitespace=False, help_text="OAuth secret of the service principal.")
     catalog = serializers.CharField(help_text="Unity Catalog catalog.")
     schema = serializers.CharField(help_text="Schema inside the catalog.")
     table_name = serializers.CharField(help_text="Destination table; created when it does not exist.")

@@ -30,19 +30,13 @@ class HttpUrlField(serializers.CharField):
         except ValueError:
             valid = False
         if not valid:
-            raise serializers.ValidationError(
-                "Enter a full http:// or https:// URL, like 'https://example.com/path'."
-            )
+            raise serializers.ValidationError("Enter a full http:// or https:// URL, like 'https://example.com/path'.")
         return value
 
 
 class HttpConfigSerializer(EventFilterConfigSerializer):
-    url = HttpUrlField(
-        help_text="Capture endpoint of the receiving PostHog, e.g. 'https://eu.i.posthog.com/batch/'."
-    )
-    token = serializers.CharField(
-        trim_whitespace=False, help_text="Project API key of the receiving PostHog project."
-    )
+    url = HttpUrlField(help_text="Capture endpoint of the receiving PostHog, e.g. 'https://eu.i.posthog.com/batch/'.")
+    token = serializers.CharField(trim_whitespace=False, help_text="Project API key of the receiving PostHog project.")
 
 
 SPEC = register(

@@ -29,9 +29,7 @@ class PostgresConfigSerializer(EventFilterConfigSerializer):
     host = serializers.CharField(help_text="Host name or IP address of the server.")
     port = port_field(5432)
     database = serializers.CharField(help_text="Database to connect to.")
-    schema = serializers.CharField(
-        required=False, default="public", help_text="Schema of the destination table."
-    )
+    schema = serializers.CharField(required=False, default="public", help_text="Schema of the destination table.")
     table_name = serializers.CharField(
         required=False, default="events", help_text="Destination table; created when it does not exist."
     )

@@ -37,9 +37,7 @@ class S3ConfigSerializer(FileOutputConfigSerializer):
         **_optional(help_text="Access key id; null for the environment's credentials.")
     )
     aws_secret_access_key = serializers.CharField(
-        **_optional(
-            trim_whitespace=False, help_text="Secret access key, given together with aws_access_key_id."
-        )
+        **_optional(trim_whitespace=False, help_text="Secret access key, given together with aws_access_key_id.")
     )
     endpoint_url = HttpUrlField(
         **_optional(help_text="Endpoint of an S3-compatible store (MinIO, R2, GCS); null for AWS S3.")
@@ -47,9 +45,7 @@ class S3ConfigSerializer(FileOutputConfigSerializer):
     encryption = serializers.ChoiceField(
         choices=["AES256", "aws:kms"], **_optional(help_text="Server-side encryption; null for none.")
     )
-    kms_key_id = serializers.CharField(
-        **_optional(help_text="KMS key id, required when encryption is 'aws:kms'.")
-    )
+    kms_key_id = serializers.CharField(**_optional(help_text="KMS key id, required when encryption is 'aws:kms'."))
     use_virtual_style_addressing = serializers.BooleanField(
         required=False, default=False, help_text="Address the bucket as a sub-domain instead of a path."
     )
@@ -61,10 +57,7 @@ class S3ConfigSerializer(FileOutputConfigSerializer):
         key_id, secret = attrs["aws_access_key_id"], attrs["aws_secret_access_key"]
         if key_id and not secret:
             raise serializers.ValidationError(
-                {
-                    "aws_secret_access_key": "aws_secret_access_key is required when aws_access_key_id "
-                    "is given."
-                }
+                {"aws_secret_access_key": "aws_secret_access_key is required when aws_access_key_id is given."}
             )
         if secret and not key_id:
             raise serializers.ValidationError(

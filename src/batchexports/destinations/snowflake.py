@@ -68,10 +68,7 @@ class SnowflakeConfigSerializer(EventFilterConfigSerializer):
                 )
             if "-----BEGIN" not in attrs["private_key"]:
                 raise serializers.ValidationError(
-                    {
-                        "private_key": "private_key must be a PEM key, starting with "
-                        "'-----BEGIN ... PRIVATE KEY-----'."
-                    }
+                    {"private_key": "private_key must be a PEM key, starting with '-----BEGIN ... PRIVATE KEY-----'."}
                 )
         return attrs
 

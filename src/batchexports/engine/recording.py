@@ -50,8 +50,11 @@ class RecordingEngine:
 
     def start_backfill(self, backfill: BatchExportBackfill) -> None:
         self._record(
-            "start_backfill", backfill.id, batch_export_id=str(backfill.batch_export_id),
-            start_at=backfill.start_at, end_at=backfill.end_at,
+            "start_backfill",
+            backfill.id,
+            batch_export_id=str(backfill.batch_export_id),
+            start_at=backfill.start_at,
+            end_at=backfill.end_at,
         )
 
     def cancel_backfill(self, backfill: BatchExportBackfill) -> None:

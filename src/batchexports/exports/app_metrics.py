@@ -68,7 +68,11 @@ def runs_per_day(runs: QuerySet[BatchExportRun], start: dt.datetime, end: dt.dat
         "successes": successes,
         "successes_on_retry": retries,
         "failures": failures,
-        "totals": {"successes": sum(successes), "successes_on_retry": sum(retries), "failures": sum(failures)},
+        "totals": {
+            "successes": sum(successes),
+            "successes_on_retry": sum(retries),
+            "failures": sum(failures),
+        },
     }
 
 

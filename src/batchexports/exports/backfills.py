@@ -43,8 +43,10 @@ def _parse_bound(name: str, raw: Any, batch_export: BatchExport, calendar: Inter
     if day is not None:
         if fixed:
             raise serializers.ValidationError(
-                {name: f"{name} must be a datetime with a timezone offset (e.g. {day}T00:00:00Z) "
-                 f"for '{batch_export.interval}' batch exports, not a date."}
+                {
+                    name: f"{name} must be a datetime with a timezone offset (e.g. {day}T00:00:00Z) "
+                    f"for '{batch_export.interval}' batch exports, not a date."
+                }
             )
         # A date means the interval boundary that starts that day in the export's timezone.
         return dt.datetime.combine(day, dt.time(calendar.offset_hour), tzinfo=calendar.tz).astimezone(dt.UTC)
@@ -59,8 +61,10 @@ def _parse_bound(name: str, raw: Any, batch_export: BatchExport, calendar: Inter
         )
     if not fixed and not calendar.is_boundary(moment):
         raise serializers.ValidationError(
-            {name: f"{name} must be a date (YYYY-MM-DD) for '{batch_export.interval}' batch exports, or a datetime "
-             f"on an interval boundary ({calendar.offset_hour:02d}:00 in {batch_export.timezone})."}
+            {
+                name: f"{name} must be a date (YYYY-MM-DD) for '{batch_export.interval}' batch exports, or a datetime "
+                f"on an interval boundary ({calendar.offset_hour:02d}:00 in {batch_export.timezone})."
+            }
         )
     return moment.astimezone(dt.UTC)
 
@@ -87,7 +91,9 @@ class BackfillRequestSerializer(serializers.Serializer):
         return {"start_at": start, "end_at": end}
 
 
-def create_backfill(batch_export: BatchExport, start_at: dt.datetime | None, end_at: dt.datetime | None) -> BatchExportBackfill:
+def create_backfill(
+    batch_export: BatchExport, start_at: dt.datetime | None, end_at: dt.datetime | None
+) -> BatchExportBackfill:
     """Record a backfill and hand it to the engine."""
     total = None
     if start_at is not None:

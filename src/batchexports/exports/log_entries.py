@@ -11,9 +11,7 @@ from batchexports.exports.models import BatchExportLogEntry
 from batchexports.exports.serializers import LogEntriesRequestSerializer
 
 
-def query_log_entries(
-    batch_export_id: uuid.UUID, params: Any, run_id: uuid.UUID | None = None
-) -> list[dict[str, Any]]:
+def query_log_entries(batch_export_id: uuid.UUID, params: Any, run_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
     request = LogEntriesRequestSerializer(data=params)
     request.is_valid(raise_exception=True)
     filters = request.validated_data

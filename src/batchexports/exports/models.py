@@ -28,6 +28,9 @@ class BatchExportDestination(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_updated_at = models.DateTimeField(auto_now=True)
 
+    def __str__(self) -> str:
+        return f"{self.type} destination {self.id}"
+
     def secret_paths(self) -> tuple[tuple[str, ...], ...]:
         return registry.get(self.type).secret_fields
 
@@ -54,9 +57,7 @@ class BatchExport(models.Model):
     team = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="batch_exports")
     name = models.TextField()
     model = models.CharField(max_length=64, choices=Model.choices, default=Model.EVENTS)
-    destination = models.OneToOneField(
-        BatchExportDestination, on_delete=models.CASCADE, related_name="batch_export"
-    )
+    destination = models.OneToOneField(BatchExportDestination, on_delete=models.CASCADE, related_name="batch_export")
     interval = models.CharField(max_length=64, choices=[(i, i) for i in INTERVALS], default="hour")
     paused = models.BooleanField(default=False)
     deleted = models.BooleanField(default=False)
@@ -117,6 +118,9 @@ class BatchExportRun(models.Model):
             models.Index(fields=["batch_export", "data_interval_start"]),
         ]
 
+    def __str__(self) -> str:
+        return f"run {self.id} [{self.data_interval_start}, {self.data_interval_end}) {self.status}"
+
 
 class BatchExportBackfill(models.Model):
     class Status(models.TextChoices):
@@ -147,6 +151,9 @@ class BatchExportBackfill(models.Model):
     class Meta:
         indexes = [models.Index(fields=["batch_export", "-created_at"])]
 
+    def __str__(self) -> str:
+        return f"backfill {self.id} [{self.start_at}, {self.end_at}) {self.status}"
+
 
 class BatchExportLogEntry(models.Model):
     class Level(models.TextChoices):
@@ -165,3 +172,6 @@ class BatchExportLogEntry(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["batch_export", "-timestamp"]), models.Index(fields=["run_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.timestamp} {self.level} {self.message[:80]}"

@@ -23,9 +23,7 @@ def parse_relative_or_absolute(value: str, now: dt.datetime | None = None) -> dt
     try:
         parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(
-            f"'{value}' is neither an ISO 8601 date/datetime nor a relative date such as '-7d'."
-        ) from None
+        raise ValueError(f"'{value}' is neither an ISO 8601 date/datetime nor a relative date such as '-7d'.") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed

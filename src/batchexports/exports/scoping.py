@@ -49,6 +49,8 @@ class ScopedViewMixin:
         """The batch export of a nested route (`…/batch_exports/:batch_export_id/runs/`)."""
         if not hasattr(self, "_parent_batch_export"):
             self._parent_batch_export = get_by_uuid_or_404(
-                self.batch_exports().select_related("destination"), self.kwargs["batch_export_id"], "Batch export"
+                self.batch_exports().select_related("destination"),
+                self.kwargs["batch_export_id"],
+                "Batch export",
             )
         return self._parent_batch_export

@@ -20,7 +20,13 @@ from batchexports.destinations.base import deep_merge
 from batchexports.engine.interface import get_engine
 from batchexports.exports import backfills
 from batchexports.exports.intervals import INTERVALS, split_offset
-from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportDestination, BatchExportRun
+from batchexports.exports.models import (
+    BatchExport,
+    BatchExportBackfill,
+    BatchExportDestination,
+    BatchExportRun,
+)
+from batchexports.exports.schema import destination_union
 
 
 @cache
@@ -50,6 +56,7 @@ class BatchExportRunSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_field(destination_union())
 class BatchExportDestinationSerializer(serializers.Serializer):
     """`{type, config, integration}`; `config` is validated by the destination's own schema."""
 
@@ -215,14 +222,14 @@ class BatchExportSerializer(serializers.ModelSerializer):
 
         if "destination" in attrs:
             attrs["destination"] = self._validate_destination(attrs["destination"])
-        destination_type = (
-            attrs["destination"]["type"] if "destination" in attrs else self.instance.destination.type
-        )
+        destination_type = attrs["destination"]["type"] if "destination" in attrs else self.instance.destination.type
         spec = registry.get(destination_type)
         if model not in spec.supported_models:
             raise serializers.ValidationError(
-                {"model": f"{spec.label} batch exports only support the "
-                 f"{', '.join(sorted(spec.supported_models))} model, not '{model}'."}
+                {
+                    "model": f"{spec.label} batch exports only support the "
+                    f"{', '.join(sorted(spec.supported_models))} model, not '{model}'."
+                }
             )
         return attrs
 
@@ -263,8 +270,12 @@ class BatchExportSerializer(serializers.ModelSerializer):
             current = self.instance.destination
             if destination_type != current.type:
                 raise serializers.ValidationError(
-                    {"destination": {"type": f"Cannot change the destination type from '{current.type}' to "
-                                     f"'{destination_type}'. Create a new batch export instead."}}
+                    {
+                        "destination": {
+                            "type": f"Cannot change the destination type from '{current.type}' to "
+                            f"'{destination_type}'. Create a new batch export instead."
+                        }
+                    }
                 )
             # Secrets are write-only: whoever updates a config cannot send back what they never saw.
             base = current.full_config() if self.partial else deep_merge({}, current.secrets())
@@ -327,8 +338,14 @@ class LogEntriesRequestSerializer(serializers.Serializer):
     search = serializers.CharField(required=False, allow_blank=True)
     instance_id = serializers.UUIDField(required=False)
 
-    LEVEL_ALIASES = {"WARN": "WARNING", "DEBUG": "DEBUG", "LOG": "LOG", "INFO": "INFO", "WARNING": "WARNING",
-                     "ERROR": "ERROR"}
+    LEVEL_ALIASES = {
+        "WARN": "WARNING",
+        "DEBUG": "DEBUG",
+        "LOG": "LOG",
+        "INFO": "INFO",
+        "WARNING": "WARNING",
+        "ERROR": "ERROR",
+    }
 
     def validate_level(self, value: str) -> list[str]:
         levels = []

@@ -4,13 +4,19 @@ from django.urls import include, path, re_path
 from rest_framework.routers import SimpleRouter
 
 from batchexports.exports.app_metrics import AppMetricsViewSet
-from batchexports.exports.viewsets import BatchExportBackfillViewSet, BatchExportRunViewSet, BatchExportViewSet
+from batchexports.exports.viewsets import (
+    BatchExportBackfillViewSet,
+    BatchExportRunViewSet,
+    BatchExportViewSet,
+)
 
 router = SimpleRouter(trailing_slash=True)
 router.register(r"batch_exports", BatchExportViewSet, basename="batch_exports")
 router.register(r"batch_exports/(?P<batch_export_id>[^/.]+)/runs", BatchExportRunViewSet, basename="batch_export_runs")
 router.register(
-    r"batch_exports/(?P<batch_export_id>[^/.]+)/backfills", BatchExportBackfillViewSet, basename="batch_export_backfills"
+    r"batch_exports/(?P<batch_export_id>[^/.]+)/backfills",
+    BatchExportBackfillViewSet,
+    basename="batch_export_backfills",
 )
 
 app_metrics = [

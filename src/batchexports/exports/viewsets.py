@@ -22,6 +22,7 @@ from batchexports.destinations import registry, testing
 from batchexports.destinations.base import deep_merge
 from batchexports.engine.interface import get_engine
 from batchexports.exports import backfills
+from batchexports.exports.backfills import BackfillRequestSerializer
 from batchexports.exports.log_entries import query_log_entries
 from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportRun
 from batchexports.exports.pagination import BackfillsCursorPagination, RunsCursorPagination
@@ -33,9 +34,12 @@ from batchexports.exports.serializers import (
     BatchExportSerializer,
     UnpauseRequestSerializer,
 )
-from batchexports.exports.backfills import BackfillRequestSerializer
 
-TEST_SCOPES = {"test": "batch_export:read", "run_test_step_new": "batch_export:write", "run_test_step": "batch_export:write"}
+TEST_SCOPES = {
+    "test": "batch_export:read",
+    "run_test_step_new": "batch_export:write",
+    "run_test_step": "batch_export:write",
+}
 
 
 def _step_index(request: Request, steps: tuple[testing.TestStep, ...]) -> int:
@@ -65,7 +69,9 @@ class BatchExportViewSet(ScopedViewMixin, viewsets.ModelViewSet):
 
     def get_queryset(self) -> QuerySet[BatchExport]:
         latest_runs = Prefetch(
-            "runs", queryset=BatchExportRun.objects.order_by("-created_at")[:10], to_attr="prefetched_latest_runs"
+            "runs",
+            queryset=BatchExportRun.objects.order_by("-created_at")[:10],
+            to_attr="prefetched_latest_runs",
         )
         return self.batch_exports().select_related("destination").prefetch_related(latest_runs).order_by("-created_at")
 
@@ -77,8 +83,8 @@ class BatchExportViewSet(ScopedViewMixin, viewsets.ModelViewSet):
         if hasattr(self, "scope"):
             project_ids = self.scope.project_ids()
             context["project_ids"] = project_ids
-            context["default_project_id"] = self.scope.project.id if self.scope.project else (
-                project_ids[0] if project_ids else None
+            context["default_project_id"] = (
+                self.scope.project.id if self.scope.project else (project_ids[0] if project_ids else None)
             )
         return context
 
@@ -92,7 +98,7 @@ class BatchExportViewSet(ScopedViewMixin, viewsets.ModelViewSet):
         instance.save(update_fields=["deleted", "last_updated_at"])
         get_engine().delete(instance)
 
-    @extend_schema(request=None, responses={200: OpenApiResponse(description="`{\"paused\": true}`")})
+    @extend_schema(request=None, responses={200: OpenApiResponse(description='`{"paused": true}`')})
     @action(methods=["POST"], detail=True)
     def pause(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         batch_export = self.get_object()
@@ -103,7 +109,9 @@ class BatchExportViewSet(ScopedViewMixin, viewsets.ModelViewSet):
             get_engine().pause(batch_export)
         return Response({"paused": True})
 
-    @extend_schema(request=UnpauseRequestSerializer, responses={200: OpenApiResponse(description="`{\"paused\": false}`")})
+    @extend_schema(
+        request=UnpauseRequestSerializer, responses={200: OpenApiResponse(description='`{"paused": false}`')}
+    )
     @action(methods=["POST"], detail=True)
     def unpause(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         batch_export = self.get_object()
@@ -116,21 +124,25 @@ class BatchExportViewSet(ScopedViewMixin, viewsets.ModelViewSet):
             get_engine().unpause(batch_export, backfill_from=backfill_from)
         return Response({"paused": False})
 
-    @extend_schema(request=BackfillRequestSerializer, responses={200: OpenApiResponse(description="`{\"backfill_id\"}`")},
-                   deprecated=True, description="Deprecated: use POST backfills/ instead.")
+    @extend_schema(
+        request=BackfillRequestSerializer,
+        responses={200: OpenApiResponse(description='`{"backfill_id"}`')},
+        deprecated=True,
+        description="Deprecated: use POST backfills/ instead.",
+    )
     @action(methods=["POST"], detail=True)
     def backfill(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         batch_export = self.get_object()
         backfill = _create_backfill(batch_export, request)
         return Response({"backfill_id": str(backfill.id)})
 
-    @extend_schema(request=None, responses={200: OpenApiResponse(description="`{\"results\": [log entry]}`")})
+    @extend_schema(request=None, responses={200: OpenApiResponse(description='`{"results": [log entry]}`')})
     @action(methods=["GET"], detail=True)
     def logs(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         batch_export = self.get_object()
         return Response({"results": query_log_entries(batch_export.id, request.query_params)})
 
-    @extend_schema(request=None, responses={200: OpenApiResponse(description="`{\"steps\": [{name, description}]}`")})
+    @extend_schema(request=None, responses={200: OpenApiResponse(description='`{"steps": [{name, description}]}`')})
     @action(methods=["GET"], detail=False)
     def test(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         destination_type = request.query_params.get("destination")
@@ -211,7 +223,7 @@ class BatchExportRunViewSet(NestedInBatchExportMixin, viewsets.ReadOnlyModelView
     def get_object(self) -> BatchExportRun:
         return get_by_uuid_or_404(self.get_queryset(), self.kwargs["pk"], "Run")
 
-    @extend_schema(request=None, responses={200: OpenApiResponse(description="`{\"backfill_id\"}`")})
+    @extend_schema(request=None, responses={200: OpenApiResponse(description='`{"backfill_id"}`')})
     @action(methods=["POST"], detail=True)
     def retry(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Re-run this run's data interval, as a backfill of exactly that interval."""
@@ -221,7 +233,7 @@ class BatchExportRunViewSet(NestedInBatchExportMixin, viewsets.ReadOnlyModelView
         backfill = backfills.create_backfill(run.batch_export, run.data_interval_start, run.data_interval_end)
         return Response({"backfill_id": str(backfill.id)})
 
-    @extend_schema(request=None, responses={200: OpenApiResponse(description="`{\"cancelled\": true}`")})
+    @extend_schema(request=None, responses={200: OpenApiResponse(description='`{"cancelled": true}`')})
     @action(methods=["POST"], detail=True)
     def cancel(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         run = self.get_object()
@@ -233,16 +245,14 @@ class BatchExportRunViewSet(NestedInBatchExportMixin, viewsets.ReadOnlyModelView
         get_engine().cancel_run(run)
         return Response({"cancelled": True})
 
-    @extend_schema(request=None, responses={200: OpenApiResponse(description="`{\"results\": [log entry]}`")})
+    @extend_schema(request=None, responses={200: OpenApiResponse(description='`{"results": [log entry]}`')})
     @action(methods=["GET"], detail=True)
     def logs(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         run = self.get_object()
         return Response({"results": query_log_entries(run.batch_export_id, request.query_params, run_id=run.id)})
 
 
-class BatchExportBackfillViewSet(
-    NestedInBatchExportMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet
-):
+class BatchExportBackfillViewSet(NestedInBatchExportMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = BatchExportBackfillSerializer
     pagination_class = BackfillsCursorPagination
     ordering_fields = ["created_at", "start_at"]
@@ -253,17 +263,19 @@ class BatchExportBackfillViewSet(
     def get_object(self) -> BatchExportBackfill:
         return get_by_uuid_or_404(self.get_queryset(), self.kwargs["pk"], "Backfill")
 
-    @extend_schema(request=BackfillRequestSerializer, responses={201: OpenApiResponse(description="`{\"backfill_id\"}`")})
+    @extend_schema(request=BackfillRequestSerializer, responses={201: OpenApiResponse(description='`{"backfill_id"}`')})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         backfill = _create_backfill(self.parent_batch_export(), request)
         return Response({"backfill_id": str(backfill.id)}, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses={200: OpenApiResponse(description="`{\"cancelled\": true}`")})
+    @extend_schema(request=None, responses={200: OpenApiResponse(description='`{"cancelled": true}`')})
     @action(methods=["POST"], detail=True)
     def cancel(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         backfill = self.get_object()
         if backfill.status not in BatchExportBackfill.ACTIVE_STATUSES:
-            raise ValidationError(f"Only a Starting or Running backfill can be cancelled; this one is {backfill.status}.")
+            raise ValidationError(
+                f"Only a Starting or Running backfill can be cancelled; this one is {backfill.status}."
+            )
         now = timezone.now()
         with transaction.atomic():
             backfill.status = BatchExportBackfill.Status.CANCELLED

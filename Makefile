@@ -1,0 +1,46 @@
+# The two set-up commands of the README: `make up` and `make test`. Each bootstraps .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The PostgreSQL leg of the test suite; pytest-django creates and drops test_<name> itself.
+TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/batchexports
+
+.PHONY: install up test test-sqlite test-postgres lint format clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+up: install
+	$(BIN)/batchexports up
+
+test: test-sqlite test-postgres
+
+test-sqlite: install
+	$(BIN)/pytest -q
+
+# Runs against the local PostgreSQL server; skipped (loudly) on a machine without one,
+# except in CI, where a missing server is a failure.
+test-postgres: install
+	@if $(BIN)/python -c "import psycopg,sys; psycopg.connect('$(TEST_POSTGRES_URL)', connect_timeout=3).close()" 2>/dev/null; then \
+		DATABASE_URL='$(TEST_POSTGRES_URL)' $(BIN)/pytest -q -m "not sqlite_only"; \
+	elif [ -n "$$CI" ]; then \
+		echo "PostgreSQL is not reachable at $(TEST_POSTGRES_URL)"; exit 1; \
+	else \
+		echo "SKIPPED: the PostgreSQL leg of the tests (no server at $(TEST_POSTGRES_URL))"; \
+	fi
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+format: install
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

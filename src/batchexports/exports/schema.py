@@ -1,0 +1,28 @@
+"""OpenAPI description of the destination: a union of one schema per type, discriminated by `type`."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from drf_spectacular.utils import PolymorphicProxySerializer
+from rest_framework import serializers
+
+from batchexports.destinations import registry
+
+
+@cache
+def destination_union() -> PolymorphicProxySerializer:
+    variants = []
+    for spec in registry.all_specs():
+        fields = {
+            "type": serializers.ChoiceField(choices=[spec.type]),
+            "config": spec.config_serializer(),
+            "integration": serializers.IntegerField(required=False, allow_null=True),
+        }
+        name = "".join(part.capitalize() for part in spec.type.replace("_", " ").split()) or spec.type
+        variants.append(type(f"{name}DestinationSerializer", (serializers.Serializer,), fields))
+    return PolymorphicProxySerializer(
+        component_name="BatchExportDestination",
+        serializers=variants,
+        resource_type_field_name="type",
+    )
