@@ -14,6 +14,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from batchexports.destinations import file_checks
 from batchexports.destinations.base import DestinationConfigSerializer, DestinationSpec
 from batchexports.destinations.registry import register
 from batchexports.pipeline.formats import DEFAULT_FILE_FORMAT, FILE_FORMATS, supported_compressions
@@ -120,5 +121,6 @@ SPEC = register(
         config_serializer=FileConfigSerializer,
         secret_fields=(),
         description="Files in a folder of the machine running the service (the embedded default).",
+        test_steps=file_checks.STEPS,
     )
 )

@@ -21,6 +21,8 @@ class DestinationCheckFailed(Exception):
 
 @dataclass(frozen=True)
 class TestStep:
+    __test__ = False  # not a pytest test class, despite its name
+
     name: str
     description: str
     check: Callable[[Mapping[str, Any]], None]  # raises DestinationCheckFailed
