@@ -131,12 +131,6 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {},
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {
-            "PersonalAPIKeyAuth": {"type": "http", "scheme": "bearer"},
-        }
-    },
-    "SECURITY": [{"PersonalAPIKeyAuth": []}],
 }
 
 # Which engine implementation the API calls (see engine/interface.py).

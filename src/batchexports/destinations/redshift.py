@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from batchexports.destinations.base import DestinationConfigSerializer, DestinationSpec
@@ -29,6 +30,18 @@ class AWSCredentialsSerializer(DestinationConfigSerializer):
     aws_secret_access_key = serializers.CharField(trim_whitespace=False)
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "description": "IAM role ARN"},
+            {
+                "type": "object",
+                "properties": {"aws_access_key_id": {"type": "string"}, "aws_secret_access_key": {"type": "string"}},
+                "required": ["aws_access_key_id", "aws_secret_access_key"],
+            },
+        ]
+    }
+)
 class RedshiftAuthorizationField(serializers.Field):
     """What Redshift uses to read the staged files: an IAM role ARN or AWS credentials."""
 

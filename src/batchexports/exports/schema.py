@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
@@ -12,17 +13,24 @@ from batchexports.destinations import registry
 
 @cache
 def destination_union() -> PolymorphicProxySerializer:
-    variants = []
+    variants = {}
     for spec in registry.all_specs():
         fields = {
             "type": serializers.ChoiceField(choices=[spec.type]),
             "config": spec.config_serializer(),
             "integration": serializers.IntegerField(required=False, allow_null=True),
         }
-        name = "".join(part.capitalize() for part in spec.type.replace("_", " ").split()) or spec.type
-        variants.append(type(f"{name}DestinationSerializer", (serializers.Serializer,), fields))
+        variants[spec.type] = type(f"{spec.type}DestinationSerializer", (serializers.Serializer,), fields)
     return PolymorphicProxySerializer(
         component_name="BatchExportDestination",
         serializers=variants,
         resource_type_field_name="type",
     )
+
+
+class PersonalAPIKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "batchexports.accounts.authentication.PersonalAPIKeyAuthentication"
+    name = "PersonalAPIKeyAuth"
+
+    def get_security_definition(self, auto_schema: object) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "description": "A personal API key: phx_…"}
