@@ -7,3 +7,6 @@ os.environ.setdefault("BATCHEXPORTS_DATA_DIR", tempfile.mkdtemp(prefix="batchexp
 os.environ.setdefault("BATCHEXPORTS_SECRET_KEY", "test-only-secret-key")
 
 from batchexports.settings import *  # noqa: F403
+
+# Hashing test users' passwords with PBKDF2 would cost ~0.4 s per test.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

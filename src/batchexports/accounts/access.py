@@ -27,7 +27,7 @@ class Scope:
     def project_ids(self) -> list[int]:
         if self.project is not None:
             return [self.project.id]
-        ids = self.organization.projects.values_list("id", flat=True)
+        ids = self.organization.projects.order_by("id").values_list("id", flat=True)
         if self.visible_project_ids is not None:
             return [pid for pid in ids if pid in self.visible_project_ids]
         return list(ids)

@@ -13,6 +13,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from rest_framework.exceptions import APIException
 
 
 def _fernet_key(secret: str) -> bytes:
@@ -29,8 +30,11 @@ def cipher() -> MultiFernet:
     return _cipher(tuple(settings.BATCHEXPORTS_SECRET_KEYS))
 
 
-class SecretsUnreadable(Exception):
-    """Stored secrets cannot be decrypted with the configured keys."""
+class SecretsUnreadable(APIException):
+    """Stored secrets cannot be decrypted with the configured keys: an operator's mistake, said plainly."""
+
+    status_code = 500
+    default_code = "secrets_unreadable"
 
 
 def encrypt_json(value: dict[str, Any]) -> str:

@@ -264,7 +264,10 @@ class BatchExportSerializer(serializers.ModelSerializer):
         attrs["interval_offset"] = None if day is None and hour is None else (day or 0) * 86400 + (hour or 0) * 3600
 
     def _validate_destination(self, destination: dict[str, Any]) -> dict[str, Any]:
-        destination_type = destination["type"]
+        # A PATCH may leave out `type` (the nested serializer is partial too): it stays what it is.
+        destination_type = destination.get("type") or (self.instance.destination.type if self.instance else None)
+        if destination_type is None:
+            raise serializers.ValidationError({"destination": {"type": "This field is required."}})
         incoming = destination.get("config") or {}
         if self.instance is not None:
             current = self.instance.destination
