@@ -127,3 +127,14 @@ def export_payload(**overrides: Any) -> dict[str, Any]:
     payload: dict[str, Any] = {"name": "Events to S3", "interval": "hour", "destination": s3_destination()}
     payload.update(overrides)
     return payload
+
+
+@pytest.fixture
+def events_store(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A fresh DuckDB events store for the test, used by capture and the model queries."""
+    from batchexports.events.store import get_store, reset_store
+
+    monkeypatch.setenv("BATCHEXPORTS_DUCKDB_PATH", str(tmp_path / "events.duckdb"))
+    reset_store()
+    yield get_store()
+    reset_store()

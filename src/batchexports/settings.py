@@ -58,6 +58,8 @@ MIDDLEWARE = [
 ROOT_URLCONF = "batchexports.urls"
 ASGI_APPLICATION = "batchexports.asgi.application"
 APPEND_SLASH = True
+# Capture bodies may be large (a /batch/ of many events); capture enforces its own limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("BATCHEXPORTS_CAPTURE_MAX_BODY_BYTES", str(20 * 1024 * 1024))) + 1024
 
 TEMPLATES = [
     {

@@ -1,10 +1,11 @@
 """URL routes: the batch exports API under its three prefixes, health, OpenAPI and admin."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
 from batchexports import health
+from batchexports.events import capture
 
 urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="openapi-schema"),
@@ -12,4 +13,6 @@ urlpatterns = [
     path("_health", health.health, name="health"),
     path("_health/", health.health),
     path("admin/", admin.site.urls),
+    re_path(r"^(?:batch|capture|e|i/v0/e|track)/?$", capture.capture, name="capture"),
+    re_path(r"^engage/?$", capture.engage, name="engage"),
 ]

@@ -133,13 +133,17 @@ def normalize_event(
     if not elements_chain and isinstance(elements, list):
         elements_chain = elements_chain_from(elements)
     session_id = properties.get("$session_id")
+    try:
+        timestamp = _event_time(raw, sent_at, now, trust_timestamp=historical)
+    except InvalidEvent as error:
+        raise InvalidEvent(f"{where}: {error}") from None
     properties.pop("token", None)
     properties.pop("distinct_id", None)
     return CapturedEvent(
         uuid=event_uuid,
         event=name,
         properties=properties,
-        timestamp=_event_time(raw, sent_at, now, trust_timestamp=historical),
+        timestamp=timestamp,
         distinct_id=distinct_id,
         elements_chain=str(elements_chain) if elements_chain else None,
         session_id=str(session_id) if session_id not in (None, "") else None,

@@ -177,7 +177,11 @@ class PersonResolver:
             self._map(other_id, person.person_id, timestamp)
             return
         if kept_row is None:
-            self._map(keep_id, other_row.person_id, timestamp)  # type: ignore[union-attr]
+            other = self.person_for(other_id, timestamp)
+            if other.is_identified and not force:
+                self.person_for(keep_id, timestamp)  # an identified person is never claimed implicitly
+            else:
+                self._map(keep_id, other.person_id, timestamp)
             return
         if other_row is None:
             self._map(other_id, kept_row.person_id, timestamp)
