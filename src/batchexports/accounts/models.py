@@ -114,14 +114,20 @@ class PersonalAPIKey(models.Model):
         scoped_teams: list[int] | None = None,
     ) -> tuple[PersonalAPIKey, str]:
         """Create a key and return it with its plain value, which is not stored anywhere."""
-        value = keys.generate_personal_api_key()
-        key = cls.objects.create(
+        key = cls(
             user=user,
             label=label,
-            secure_value=keys.hash_key(value),
-            mask_value=keys.mask_key(value),
             scopes=list(scopes),
             scoped_organizations=[str(o) for o in scoped_organizations or []],
             scoped_teams=[int(t) for t in scoped_teams or []],
         )
+        value = key.set_new_value()
+        key.save()
         return key, value
+
+    def set_new_value(self) -> str:
+        """Give this (unsaved) key a fresh value, keep only its digest and mask, and return the value."""
+        value = keys.generate_personal_api_key()
+        self.secure_value = keys.hash_key(value)
+        self.mask_value = keys.mask_key(value)
+        return value
