@@ -1,4 +1,4 @@
-"""The `batchexports` command: `up`, `api`, `bootstrap`, `api-key create`, `migrate`."""
+"""The `batchexports` command: `up`, `api`, `bootstrap`, `api-key create`, `import`, `demo`, `migrate`."""
 
 from __future__ import annotations
 
@@ -70,6 +70,81 @@ def cmd_api_key_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _project_or_exit(project_id: int) -> int:
+    from batchexports.accounts.models import Project
+
+    if not Project.objects.filter(id=project_id).exists():
+        print(f"error: there is no project {project_id} (see `batchexports bootstrap`)", file=sys.stderr)
+        raise SystemExit(2)
+    return project_id
+
+
+def _open_store_or_exit() -> object:
+    from batchexports.events.store import StoreUnavailable, open_store
+
+    try:
+        return open_store()
+    except StoreUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(3) from None
+
+
+def _progress(total: int | None, unit: str = "events") -> object:
+    from tqdm import tqdm
+
+    # Drawn on a terminal only; in pipes and CI the summary line below is enough.
+    return tqdm(total=total, unit=f" {unit}", unit_scale=True, disable=None, file=sys.stderr)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    _setup_django()
+    _migrate()
+    from batchexports.events.importer import EventsFile, ImportFileError
+
+    team_id = _project_or_exit(args.project)
+    try:
+        source = EventsFile(args.file, batch_rows=args.batch_rows)
+        total = source.count()
+    except ImportFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    store = _open_store_or_exit()
+    imported = 0
+    try:
+        with _progress(total) as bar:
+            for table in source.batches():
+                imported += store.import_table(team_id, table)  # type: ignore[attr-defined]
+                bar.update(table.num_rows)
+    except ImportFileError as error:
+        print(f"error: {error} ({imported} events imported before it)", file=sys.stderr)
+        return 2
+    finally:
+        source.close()
+        store.close()  # type: ignore[attr-defined]
+    print(f"imported {imported} events into project {team_id}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _setup_django()
+    _migrate()
+    from batchexports.events.demo import DemoTraffic
+
+    team_id = _project_or_exit(args.project)
+    store = _open_store_or_exit()
+    traffic = DemoTraffic(args.events, args.days, args.seed)
+    written = 0
+    try:
+        with _progress(args.events) as bar:
+            for table in traffic.batches():
+                written += store.import_table(team_id, table)  # type: ignore[attr-defined]
+                bar.update(table.num_rows)
+    finally:
+        store.close()  # type: ignore[attr-defined]
+    print(f"generated {written} demo events over {args.days} days into project {team_id}")
+    return 0
+
+
 def _serve(host: str, port: int) -> None:
     import uvicorn
 
@@ -122,6 +197,19 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--email", default="admin@localhost")
     boot.add_argument("--json", action="store_true")
     boot.set_defaults(func=cmd_bootstrap)
+
+    importer = sub.add_parser("import", help="load past events from a Parquet, JSON lines or CSV file")
+    importer.add_argument("file")
+    importer.add_argument("--project", type=int, required=True)
+    importer.add_argument("--batch-rows", type=int, default=100_000)
+    importer.set_defaults(func=cmd_import)
+
+    demo = sub.add_parser("demo", help="generate deterministic demo traffic over the last days")
+    demo.add_argument("--project", type=int, required=True)
+    demo.add_argument("--events", type=int, default=10_000)
+    demo.add_argument("--days", type=int, default=2)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=cmd_demo)
 
     api_key = sub.add_parser("api-key", help="manage personal API keys")
     api_key_sub = api_key.add_subparsers(dest="api_key_command", required=True)

@@ -298,14 +298,14 @@ class DuckDBEventsStore:
         sql, params = model_queries.count_sql(query)
         cursor = self._cursor()
         try:
-            return int(cursor.execute(sql, params).fetchone()[0])
+            return int(cursor.execute(sql, params).fetchall()[0][0])
         finally:
             cursor.close()
 
     def earliest(self, model: str, team_id: int) -> dt.datetime | None:
         cursor = self._cursor()
         try:
-            row = cursor.execute(model_queries.EARLIEST[model], [team_id]).fetchone()
+            row = cursor.execute(model_queries.EARLIEST[model], [team_id]).fetchall()[0]
         finally:
             cursor.close()
         return row[0] if row else None
