@@ -97,6 +97,11 @@ def validate_against_posthog_schema(
 ) -> None:
     if status >= 300 or status == 204 or not content_type.startswith("application/json"):
         return
+    if method.upper() == "POST" and path.endswith("/backfills/") and status == 201:
+        # PostHog's schema documents the backfill object here (drf-spectacular's guess from the viewset's
+        # serializer), while PostHog's view answers `{"backfill_id"}`, as api-reference/README.md says and we do.
+        assert set(json.loads(body)) == {"backfill_id"}, body
+        return
     template = _spec_knows(method, path)
     if template is None:
         return

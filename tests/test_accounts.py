@@ -21,12 +21,6 @@ from batchexports.accounts.models import Organization, OrganizationMembership, P
 from tests.conftest import CheckedAPIClient, export_payload, prefix_for
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    """Users get passwords here; the default hasher costs ~0.3 s per user."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     capsys.readouterr()
     code = cli.main(list(argv))

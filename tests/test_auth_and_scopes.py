@@ -14,7 +14,6 @@ PostHog's rules, which PostHog clients rely on:
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,6 @@ import pytest
 
 from batchexports.accounts.models import Organization, PersonalAPIKey, Project, User
 from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportDestination, BatchExportRun
-from tests import contract
 from tests.conftest import CheckedAPIClient, export_payload, prefix_for
 
 READ = "batch_export:read"
@@ -35,28 +33,6 @@ FILE_DESTINATION = {"type": "File", "config": {"path": "scope-tests"}}
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def backfill_create_returns_its_id(monkeypatch: pytest.MonkeyPatch) -> None:
-    """PostHog's OpenAPI file documents `POST …/backfills/` -> 201 as the backfill object (drf-spectacular's
-    guess from the serializer), while PostHog's view answers `{"backfill_id"}`, as api-reference/README.md
-    says and we do. Only that response is exempt from the schema check (as in test_backfills_api.py)."""
-    validate = contract.validate_against_posthog_schema
-
-    def checked(method: str, path: str, query: dict[str, Any], status: int, body: bytes, content_type: str) -> None:
-        if method == "POST" and path.endswith("/backfills/") and status == 201:
-            assert set(json.loads(body)) == {"backfill_id"}
-            return
-        validate(method, path, query, status, body, content_type)
-
-    monkeypatch.setattr(contract, "validate_against_posthog_schema", checked)
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    """The conftest users get passwords; the default hasher costs ~0.3 s per user, too slow for a matrix."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def key_for(user: User, scopes: list[str], **limits: Any) -> str:

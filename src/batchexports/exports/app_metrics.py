@@ -29,13 +29,19 @@ FAILURE_STATUSES = (
 )
 
 
-def _date_range(request: Request) -> tuple[dt.datetime, dt.datetime]:
+def _parse_date_param(name: str, value: str) -> dt.datetime:
     try:
-        start = parse_relative_or_absolute(request.query_params.get("date_from") or "-30d")
-        end_raw = request.query_params.get("date_to")
-        end = parse_relative_or_absolute(end_raw) if end_raw else timezone.now()
+        return parse_relative_or_absolute(value)
     except ValueError as error:
-        raise ValidationError(str(error)) from None
+        raise ValidationError({name: str(error)}) from None
+
+
+def _date_range(request: Request) -> tuple[dt.datetime, dt.datetime]:
+    start = _parse_date_param("date_from", request.query_params.get("date_from") or "-30d")
+    end_raw = request.query_params.get("date_to")
+    end = _parse_date_param("date_to", end_raw) if end_raw else timezone.now()
+    # Metrics are counted per day: the first day counts whole, from its midnight (UTC), as PostHog's `-7d` does.
+    start = start.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     if start > end:
         raise ValidationError({"date_from": "date_from must be before date_to."})
     return start, end

@@ -28,6 +28,11 @@ def calendar_for(batch_export: BatchExport) -> IntervalCalendar:
     return IntervalCalendar(batch_export.interval, batch_export.timezone, offset_day or 0, offset_hour or 0)
 
 
+def _week_day(calendar: IntervalCalendar) -> str:
+    """The name of the day a week starts on (offset_day 0 = Sunday)."""
+    return ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")[calendar.offset_day % 7]
+
+
 def _parse_bound(name: str, raw: Any, batch_export: BatchExport, calendar: IntervalCalendar) -> dt.datetime:
     if isinstance(raw, dt.datetime):
         text = raw.isoformat()
@@ -49,7 +54,12 @@ def _parse_bound(name: str, raw: Any, batch_export: BatchExport, calendar: Inter
                 }
             )
         # A date means the interval boundary that starts that day in the export's timezone.
-        return dt.datetime.combine(day, dt.time(calendar.offset_hour), tzinfo=calendar.tz).astimezone(dt.UTC)
+        moment = dt.datetime.combine(day, dt.time(calendar.offset_hour), tzinfo=calendar.tz).astimezone(dt.UTC)
+        if not calendar.is_boundary(moment):  # a weekly export's weeks start on one day of the week only
+            raise serializers.ValidationError(
+                {name: f"{name} {day} is a {day:%A}; the weeks of this batch export start on {_week_day(calendar)}s."}
+            )
+        return moment
     try:
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -60,10 +70,11 @@ def _parse_bound(name: str, raw: Any, batch_export: BatchExport, calendar: Inter
             {name: f"{name} '{text}' has no timezone offset; add one, e.g. '{text}Z' for UTC."}
         )
     if not fixed and not calendar.is_boundary(moment):
+        on_day = f"{_week_day(calendar)}s at " if batch_export.interval == "week" else ""
         raise serializers.ValidationError(
             {
                 name: f"{name} must be a date (YYYY-MM-DD) for '{batch_export.interval}' batch exports, or a datetime "
-                f"on an interval boundary ({calendar.offset_hour:02d}:00 in {batch_export.timezone})."
+                f"on an interval boundary ({on_day}{calendar.offset_hour:02d}:00 in {batch_export.timezone})."
             }
         )
     return moment.astimezone(dt.UTC)
