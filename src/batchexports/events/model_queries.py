@@ -57,6 +57,7 @@ def events_sql(query: ModelQuery) -> tuple[str, list[Any]]:
     Duplicates are found by an aggregate over uuids alone, then joined back, so the rows
     themselves stream; a window over whole rows would hold the interval in memory and is 3x slower.
     """
+
     def scope(alias: str) -> tuple[str, list[Any]]:
         interval, params = _interval(query, f"{alias}_inserted_at")
         filters, filter_params = _event_filters(query, f"{alias}event")
