@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The PostgreSQL leg of the test suite; pytest-django creates and drops test_<name> itself.
-TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/batchexports
+TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
 .PHONY: install up test test-sqlite test-postgres lint format clean
 
