@@ -7,13 +7,18 @@ models it can export.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rest_framework import serializers
 
 from batchexports.destinations.testing import TestStep
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from batchexports.pipeline.run import CancelToken, ExportRun, ProgressCallback
 
 ALL_MODELS: frozenset[str] = frozenset({"events", "persons", "sessions"})
 
@@ -40,6 +45,26 @@ class DestinationConfigSerializer(serializers.Serializer):
 
 
 @dataclass(frozen=True)
+class SinkResult:
+    records: int
+    bytes_exported: int
+    files: tuple[str, ...] = ()
+
+
+class Sink(Protocol):
+    """Takes the record batches of one run and leaves the destination as if the run happened once."""
+
+    def export(
+        self,
+        run: ExportRun,
+        batches: Iterable[pa.RecordBatch],
+        schema: pa.Schema,
+        progress: ProgressCallback | None,
+        cancel: CancelToken | None,
+    ) -> SinkResult: ...
+
+
+@dataclass(frozen=True)
 class DestinationSpec:
     """What the rest of the service needs to know about one destination type."""
 
@@ -52,6 +77,8 @@ class DestinationSpec:
     # The checks of `GET test/?destination=TYPE` and `run_test_step`; empty until the
     # destination's I/O exists, and then the API answers 404 as PostHog does.
     test_steps: tuple[TestStep, ...] = ()
+    # Builds the sink for a validated config (secrets included); imports its client lazily.
+    sink_factory: Callable[[Mapping[str, Any]], Sink] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate_config(self, config: Mapping[str, Any]) -> dict[str, Any]:

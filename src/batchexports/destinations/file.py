@@ -9,13 +9,14 @@ This module knows nothing about Django models or how files are written (that is 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
 from rest_framework import serializers
 
 from batchexports.destinations import file_checks
-from batchexports.destinations.base import DestinationConfigSerializer, DestinationSpec
+from batchexports.destinations.base import DestinationConfigSerializer, DestinationSpec, Sink
 from batchexports.destinations.registry import register
 from batchexports.pipeline.formats import DEFAULT_FILE_FORMAT, FILE_FORMATS, supported_compressions
 
@@ -114,6 +115,14 @@ class FileConfigSerializer(FileOutputConfigSerializer):
         return value
 
 
+def _local_folder_sink(config: Mapping[str, Any]) -> Sink:
+    from batchexports.destinations.file_sink import FileSink
+    from batchexports.destinations.local_folder import LocalFolderStore
+    from batchexports.pipeline.files import FileSettings
+
+    return FileSink(lambda: LocalFolderStore(file_checks.resolve_folder(config)), FileSettings.from_config(config))
+
+
 SPEC = register(
     DestinationSpec(
         type="File",
@@ -122,5 +131,6 @@ SPEC = register(
         secret_fields=(),
         description="Files in a folder of the machine running the service (the embedded default).",
         test_steps=file_checks.STEPS,
+        sink_factory=lambda config: _local_folder_sink(config),
     )
 )

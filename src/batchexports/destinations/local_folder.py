@@ -1,0 +1,78 @@
+"""The local-folder object store: files under BATCHEXPORTS_EXPORT_DIR, published atomically.
+
+A file is written under a temporary name in its final folder and renamed into place on
+commit, so readers never see a partial file and a re-run replaces the old file in one step.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from batchexports.destinations.errors import NonRetryableError
+
+
+class LocalFileWriter:
+    def __init__(self, path: Path):
+        self.path = path
+        self.temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        self._file = open(self.temporary, "wb")  # noqa: SIM115 - closed in commit/abort
+
+    def write(self, data: bytes | memoryview) -> int:
+        return self._file.write(data)
+
+    def commit(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.temporary, self.path)
+
+    def abort(self) -> None:
+        self._file.close()
+        self.temporary.unlink(missing_ok=True)
+
+
+class LocalFolderStore:
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise NonRetryableError(f"The file '{key}' would be written outside the export folder; fix the prefix.")
+        return path
+
+    def open(self, key: str) -> LocalFileWriter:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return LocalFileWriter(path)
+        except PermissionError:
+            raise NonRetryableError(
+                f"Permission denied writing '{key}' in the export folder; give the service's user write access."
+            ) from None
+
+    def put(self, key: str, data: bytes) -> None:
+        writer = self.open(key)
+        writer.write(data)
+        writer.commit()
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        folder = base if prefix.endswith("/") or not prefix else base.parent
+        if not folder.is_dir():
+            return []
+        found = []
+        for path in folder.iterdir():
+            key = path.relative_to(self.root).as_posix()
+            if path.is_file() and key.startswith(prefix) and not path.name.startswith("."):
+                found.append(key)
+        return sorted(found)
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+
+    def url(self, key: str) -> str:
+        return str(self._path(key))

@@ -1,0 +1,60 @@
+"""`export()`: the rows of one run, from the events store to the destination, as Arrow batches.
+
+Callable without Temporal: the engine wraps it in an activity and heartbeats with the progress
+callback. A run with no rows finishes without touching the destination.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+from batchexports.destinations import registry
+from batchexports.destinations.errors import NonRetryableError
+from batchexports.events.store import DEFAULT_BATCH_ROWS, EventsStore, ModelQuery, get_store
+from batchexports.pipeline.run import CancelToken, ExportResult, ExportRun, ProgressCallback
+
+
+def model_query(run: ExportRun, batch_rows: int = DEFAULT_BATCH_ROWS) -> ModelQuery:
+    config = run.destination_config
+    include = run.include_events or tuple(config.get("include_events") or ())
+    exclude = run.exclude_events or tuple(config.get("exclude_events") or ())
+    return ModelQuery(
+        model=run.model,
+        team_id=run.team_id,
+        start=run.data_interval_start,
+        end=run.data_interval_end,
+        include_events=tuple(include),
+        exclude_events=tuple(exclude),
+        batch_rows=batch_rows,
+    )
+
+
+def _non_empty(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    return (batch for batch in reader if batch.num_rows)
+
+
+def export(
+    run: ExportRun,
+    store: EventsStore | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    count_total: bool = True,
+) -> ExportResult:
+    spec = registry.get(run.destination_type)
+    if spec.sink_factory is None:
+        raise NonRetryableError(f"{spec.label} destinations cannot export yet in this version of batchexports.")
+    store = store or get_store()
+    query = model_query(run, batch_rows)
+    total = store.count(query) if count_total else None
+    reader = store.read(query)
+    batches = _non_empty(reader)
+    first = next(batches, None)
+    if first is None:
+        return ExportResult(0, 0, (), total)
+    sink = spec.sink_factory(run.destination_config)
+    result = sink.export(run, itertools.chain([first], batches), reader.schema, progress, cancel)
+    return ExportResult(result.records, result.bytes_exported, result.files, total)

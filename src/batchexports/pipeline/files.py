@@ -1,0 +1,131 @@
+"""Exporting record batches as files: format, compression, size-based parts, manifest, stale parts.
+
+Keys are deterministic (see `keys.py`), so exporting the same interval again replaces the same
+objects; after a successful export, parts an earlier and longer attempt left behind are deleted,
+so a re-run never duplicates rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from batchexports.destinations.object_store import ObjectStore, ObjectWriter
+from batchexports.pipeline import keys
+from batchexports.pipeline.run import CancelToken, ExportRun, Progress, ProgressCallback
+from batchexports.pipeline.writers import FormatWriter, open_writer
+
+
+@dataclass(frozen=True)
+class FileSettings:
+    prefix: str
+    file_format: str
+    compression: str | None
+    max_file_size_mb: int | None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> FileSettings:
+        return cls(
+            prefix=config.get("prefix") or "",
+            file_format=config.get("file_format") or "JSONLines",
+            compression=config.get("compression") or None,
+            max_file_size_mb=config.get("max_file_size_mb") or None,
+        )
+
+
+@dataclass(frozen=True)
+class FilesWritten:
+    keys: tuple[str, ...]
+    urls: tuple[str, ...]
+    bytes_written: int
+    records: int
+
+
+class _Part:
+    def __init__(self, store: ObjectStore, key: str, settings: FileSettings, schema: pa.Schema):
+        self.key = key
+        self.object: ObjectWriter = store.open(key)
+        self.writer: FormatWriter = open_writer(settings.file_format, self.object, schema, settings.compression)
+
+    def finish(self) -> int:
+        self.writer.close()
+        self.object.commit()
+        return self.writer.bytes_written
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):  # the object is discarded anyway
+            self.writer.close()
+        self.object.abort()
+
+
+def export_files(
+    store: ObjectStore,
+    run: ExportRun,
+    settings: FileSettings,
+    batches: Iterable[pa.RecordBatch],
+    schema: pa.Schema,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> FilesWritten:
+    folder = keys.render_prefix(settings.prefix, run)
+    split = settings.max_file_size_mb is not None
+    limit = (settings.max_file_size_mb or 0) * 1024 * 1024
+    written: list[str] = []
+    total_bytes = records = 0
+    state = Progress()
+
+    def key_of(part: int | None) -> str:
+        return keys.join_key(folder, keys.file_name(run, settings.file_format, settings.compression, part))
+
+    part = _Part(store, key_of(0 if split else None), settings, schema)
+    try:
+        for batch in batches:
+            if cancel:
+                cancel.raise_if_cancelled()
+            part.writer.write(batch)
+            records += batch.num_rows
+            if split and part.writer.bytes_written >= limit:
+                total_bytes += part.finish()
+                written.append(part.key)
+                part = _Part(store, key_of(len(written)), settings, schema)
+            if progress:
+                state.records_completed, state.bytes_exported = records, total_bytes + part.writer.bytes_written
+                state.files = list(written)
+                progress(state)
+        if cancel:
+            cancel.raise_if_cancelled()
+        total_bytes += part.finish()
+        written.append(part.key)
+    except BaseException:
+        part.abort()
+        raise
+    if split:
+        manifest = json.dumps({"files": written}, indent=2).encode()
+        store.put(keys.join_key(folder, keys.manifest_name(run)), manifest)
+        written_with_manifest = [*written, keys.join_key(folder, keys.manifest_name(run))]
+    else:
+        written_with_manifest = list(written)
+    _remove_stale(store, folder, run, settings, set(written_with_manifest))
+    if progress:
+        state.records_completed, state.bytes_exported, state.files = records, total_bytes, list(written)
+        progress(state)
+    return FilesWritten(tuple(written), tuple(store.url(k) for k in written), total_bytes, records)
+
+
+def _remove_stale(store: ObjectStore, folder: str, run: ExportRun, settings: FileSettings, kept: set[str]) -> None:
+    """Delete this interval's files of this format that this export did not write: the parts of an
+    earlier, longer attempt. Files of other formats are left alone (another export may own them)."""
+    base = keys.join_key(folder, keys.base_name(run))
+    own = re.compile(
+        re.escape(base) + r"(-\d+)?\." + re.escape(keys.EXTENSIONS[settings.file_format]) + r"(\.[a-z0-9]+)?$"
+        + "|" + re.escape(keys.join_key(folder, keys.manifest_name(run))) + "$"
+    )  # fmt: skip
+    stale = [key for key in store.list_keys(base) if key not in kept and own.match(key)]
+    if stale:
+        store.delete(stale)
