@@ -9,10 +9,13 @@ TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml package.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	@# Azurite (the Azure Blob emulator) for the Azure destination's tests, from the npm registry.
+	@if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the Azure Blob tests will be skipped (install Node.js to run them)"; fi
 	touch $@
 
 up: install
@@ -43,4 +46,4 @@ format: install
 	$(BIN)/ruff format src tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
