@@ -1,0 +1,243 @@
+"""Specification of the export pipeline into files, through the local-folder (File) destination."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchexports.destinations.errors import NonRetryableError
+from batchexports.pipeline import keys
+from batchexports.pipeline.export import export
+from batchexports.pipeline.formats import FILE_FORMATS
+from batchexports.pipeline.run import Cancelled, CancelToken, Progress
+from tests.exports_fixtures import (
+    HOUR,
+    T0,
+    decode_rows,
+    expected_rows,
+    exported_rows,
+    file_run,
+    known_events,
+    store_with,
+)
+
+FORMAT_PAIRS = [(fmt, codec) for fmt, codecs in FILE_FORMATS.items() for codec in (None, *codecs)]
+
+
+@pytest.fixture
+def export_dir(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "exports"
+    monkeypatch.setenv("BATCHEXPORTS_EXPORT_DIR", str(folder))
+    return folder
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize(("file_format", "compression"), FORMAT_PAIRS)
+def test_every_format_and_compression_round_trips_row_by_row(tmp_path, export_dir, file_format, compression):
+    source = known_events(500)
+    store = store_with(tmp_path, source)
+    config = {"path": "acme", "file_format": file_format, "compression": compression}
+    result = export(file_run(config), store)
+    (written,) = files_under(export_dir)
+    assert result.records_completed == 500
+    assert result.records_total_count == 500
+    assert result.bytes_exported == written.stat().st_size
+    assert result.files == (str(written),)
+    assert exported_rows(decode_rows(written.read_bytes(), file_format, compression)) == expected_rows(source)
+
+
+def test_jsonlines_nests_json_columns_and_writes_iso_timestamps(tmp_path, export_dir):
+    store = store_with(tmp_path, known_events(3))
+    export(file_run({"path": "p", "file_format": "JSONLines"}), store)
+    (written,) = files_under(export_dir)
+    first = json.loads(written.read_text().splitlines()[0])
+    assert isinstance(first["properties"], dict)
+    assert first["timestamp"] == "2024-05-01T10:00:00.000000Z"
+    assert list(first) == [
+        "uuid", "team_id", "timestamp", "_inserted_at", "created_at", "event", "properties", "distinct_id",
+        "elements_chain", "person_id", "person_properties", "set", "set_once",
+    ]  # fmt: skip
+
+
+def test_parquet_keeps_typed_columns(tmp_path, export_dir):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store = store_with(tmp_path, known_events(3))
+    export(file_run({"path": "p", "file_format": "Parquet", "compression": "zstd"}), store)
+    (written,) = files_under(export_dir)
+    schema = pq.read_schema(written)
+    assert schema.field("timestamp").type == pa.timestamp("us", tz="UTC")
+    assert schema.field("team_id").type == pa.int64()
+    assert schema.field("properties").type == pa.string()
+    assert pq.ParquetFile(written).metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_keys_render_the_prefix_template_and_name_the_interval(tmp_path, export_dir):
+    store = store_with(tmp_path, known_events(10))
+    prefix = "{table}/{year}-{month}-{day}/{hour}h{minute}m{second}s/{data_interval_start}"
+    export(file_run({"path": "acme", "prefix": prefix, "file_format": "JSONLines", "compression": "gzip"}), store)
+    (written,) = files_under(export_dir)
+    assert written.relative_to(export_dir).as_posix() == (
+        "acme/events/2024-05-01/10h00m00s/2024-05-01T10:00:00/2024-05-01T10:00:00-2024-05-01T11:00:00.jsonl.gz"
+    )
+
+
+def test_unknown_placeholders_in_a_prefix_are_refused():
+    with pytest.raises(keys.InvalidPrefix, match=r"\{week\}"):
+        keys.check_prefix("{week}/x")
+
+
+def test_max_file_size_splits_into_parts_and_writes_a_manifest(tmp_path, export_dir):
+    source = known_events(20_000)
+    store = store_with(tmp_path, source)
+    config = {"path": "p", "file_format": "JSONLines", "max_file_size_mb": 1}
+    result = export(file_run(config), store, batch_rows=1000)
+    parts = [p for p in files_under(export_dir) if not p.name.endswith("manifest.json")]
+    manifest = export_dir / "p" / "2024-05-01T10:00:00-2024-05-01T11:00:00.manifest.json"
+    assert len(parts) >= 3
+    assert [p.name for p in parts] == [f"2024-05-01T10:00:00-2024-05-01T11:00:00-{n}.jsonl" for n in range(len(parts))]
+    assert json.loads(manifest.read_text()) == {"files": [p.name for p in parts]}
+    rows = [row for part in parts for row in decode_rows(part.read_bytes(), "JSONLines", None)]
+    assert exported_rows(rows) == expected_rows(source)
+    assert all(part.stat().st_size <= 1024 * 1024 + 600_000 for part in parts), "a part ends after its batch"
+    assert len(result.files) == len(parts)
+
+
+def test_a_rerun_replaces_the_same_files_and_removes_the_extra_parts_of_a_longer_attempt(tmp_path, export_dir):
+    source = known_events(20_000)
+    store = store_with(tmp_path, source)
+    config = {"path": "p", "file_format": "CSV", "max_file_size_mb": 1}
+    export(file_run(config), store, batch_rows=500)
+    before = files_under(export_dir)
+    smaller = {**config, "max_file_size_mb": 4}  # the same rows now fit fewer parts
+    export(file_run(smaller), store, batch_rows=500)
+    after = files_under(export_dir)
+    assert len(after) < len(before)
+    parts = [p for p in after if p.suffix == ".csv"]
+    rows = [row for part in parts for row in decode_rows(part.read_bytes(), "CSV", None)]
+    assert exported_rows(rows) == expected_rows(source), "every row exactly once after the re-run"
+    manifest = next(p for p in after if p.name.endswith("manifest.json"))
+    assert json.loads(manifest.read_text())["files"] == [p.name for p in parts]
+
+
+def test_a_rerun_of_a_single_file_export_overwrites_it(tmp_path, export_dir):
+    source = known_events(100)
+    store = store_with(tmp_path, source)
+    config = {"path": "p", "file_format": "Parquet"}
+    export(file_run(config), store)
+    (first,) = files_under(export_dir)
+    first_inode = first.stat().st_ino
+    export(file_run(config), store)
+    (second,) = files_under(export_dir)
+    assert second == first and second.stat().st_ino != first_inode, "replaced by a rename, not appended"
+    assert exported_rows(decode_rows(second.read_bytes(), "Parquet", None)) == expected_rows(source)
+
+
+def test_files_of_another_format_in_the_same_folder_are_left_alone(tmp_path, export_dir):
+    store = store_with(tmp_path, known_events(10))
+    export(file_run({"path": "p", "file_format": "Parquet"}), store)
+    export(file_run({"path": "p", "file_format": "CSV"}), store)
+    assert sorted(p.suffix for p in files_under(export_dir)) == [".csv", ".parquet"]
+
+
+def test_zero_rows_touch_nothing(tmp_path, export_dir):
+    store = store_with(tmp_path, known_events(10))
+    result = export(file_run({"path": "p"}, start=T0 + 5 * HOUR), store)
+    assert (result.records_completed, result.bytes_exported, result.files) == (0, 0, ())
+    assert not export_dir.exists()
+
+
+def test_only_the_interval_and_the_chosen_events_are_exported(tmp_path, export_dir):
+    inside, outside = known_events(30), known_events(30, start=T0 + HOUR, seed=2)
+    store = store_with(tmp_path, inside, outside)
+    result = export(file_run({"path": "p", "include_events": ["$pageview"]}), store)
+    (written,) = files_under(export_dir)
+    rows = decode_rows(written.read_bytes(), "JSONLines", None)
+    assert {r["uuid"] for r in rows} == {r["uuid"] for r in inside.to_pylist() if r["event"] == "$pageview"}
+    assert result.records_total_count == result.records_completed == len(rows)
+
+
+def test_progress_is_reported_as_batches_go(tmp_path, export_dir):
+    store = store_with(tmp_path, known_events(5000))
+    seen: list[tuple[int, int]] = []
+
+    def progress(state: Progress) -> None:
+        seen.append((state.records_completed, state.bytes_exported))
+
+    export(file_run({"path": "p"}), store, progress=progress, batch_rows=1000)
+    assert [records for records, _ in seen[:5]] == [1000, 2000, 3000, 4000, 5000]
+    assert seen[-1][0] == 5000 and seen[-1][1] == files_under(export_dir)[0].stat().st_size
+    assert all(a <= b for (a, _), (b, _) in itertools.pairwise(seen))
+
+
+def test_cancellation_stops_between_batches_and_leaves_no_file(tmp_path, export_dir):
+    store = store_with(tmp_path, known_events(5000))
+    token = CancelToken()
+
+    def cancel_after_two_batches(state: Progress) -> None:
+        if state.records_completed >= 2000:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        export(file_run({"path": "p"}), store, progress=cancel_after_two_batches, cancel=token, batch_rows=1000)
+    assert files_under(export_dir) == [], "the partial file is discarded, not published"
+
+
+def test_a_failed_export_leaves_no_partial_file(tmp_path, export_dir, monkeypatch):
+    store = store_with(tmp_path, known_events(3000))
+    from batchexports.pipeline import writers
+
+    original = writers.JSONLinesWriter.write
+    calls = {"n": 0}
+
+    def failing(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        original(self, batch)
+
+    monkeypatch.setattr(writers.JSONLinesWriter, "write", failing)
+    with pytest.raises(OSError, match="disk full"):
+        export(file_run({"path": "p"}), store, batch_rows=1000)
+    assert files_under(export_dir) == []
+    assert not any(name.startswith(".") for _, _, names in os.walk(export_dir) for name in names)
+
+
+def test_persons_and_sessions_models_export_too(tmp_path, export_dir):
+    from batchexports.events.normalize import normalize_event
+
+    store = store_with(tmp_path)
+    store.capture(
+        3,
+        [
+            normalize_event(
+                {"event": "$pageview", "distinct_id": "u", "properties": {"$session_id": "s", "$set": {"a": 1}}},
+                now=dt.datetime.now(dt.UTC),
+            )
+        ],
+    )
+    now = dt.datetime.now(dt.UTC)
+    for model in ("persons", "sessions"):
+        config = {"path": "p", "prefix": "{table}", "file_format": "JSONLines"}
+        result = export(file_run(config, start=now - HOUR, end=now + HOUR, model=model), store)
+        assert result.records_completed == 1
+    persons = json.loads((next((export_dir / "p" / "persons").iterdir())).read_text())
+    sessions = json.loads((next((export_dir / "p" / "sessions").iterdir())).read_text())
+    assert persons["properties"] == {"a": 1} and persons["distinct_id"] == "u"
+    assert sessions["session_id"] == "s" and sessions["pageview_count"] == 1
+
+
+def test_a_destination_without_a_sink_fails_clearly(tmp_path):
+    store = store_with(tmp_path, known_events(1))
+    with pytest.raises(NonRetryableError, match="cannot export yet"):
+        export(file_run({}, destination_type="Databricks"), store)
