@@ -111,6 +111,8 @@ class BatchExportRun(models.Model):
     backfill = models.ForeignKey(
         "BatchExportBackfill", on_delete=models.SET_NULL, null=True, blank=True, related_name="runs"
     )
+    # The Temporal workflow running it: what cancelling the run cancels. Not part of the API.
+    workflow_id = models.CharField(max_length=400, null=True, blank=True)
 
     class Meta:
         indexes = [

@@ -1,0 +1,171 @@
+"""Activities: all the I/O of runs and backfills (database, events store, destinations).
+
+Synchronous (Django's ORM, DuckDB and the sinks are), so the worker runs them in a thread pool.
+A destination's NonRetryableError fails the activity at once; anything else is retried by
+Temporal with backoff, the run showing FailedRetryable meanwhile.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from django.utils import timezone
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from batchexports.destinations.errors import NonRetryableError
+from batchexports.engine import bookkeeping
+from batchexports.engine.inputs import (
+    BackfillInput,
+    BackfillPlan,
+    ExportOutcome,
+    FinishBackfillInput,
+    FinishRunInput,
+    RunInput,
+    StartedRun,
+)
+from batchexports.events.store import get_store
+from batchexports.exports.backfills import calendar_for
+from batchexports.exports.intervals import split_offset
+from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportRun
+from batchexports.pipeline.export import export
+from batchexports.pipeline.run import Cancelled, CancelToken, ExportRun, Progress
+
+logger = logging.getLogger(__name__)
+
+NON_RETRYABLE = "NonRetryableError"
+
+
+def _parse(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value)
+
+
+@activity.defn
+def start_run(data: RunInput) -> StartedRun | None:
+    bookkeeping.fresh_connection()
+    batch_export = BatchExport.objects.filter(id=data.batch_export_id, deleted=False).first()
+    if batch_export is None:
+        logger.info("batch export %s is gone: nothing to run", data.batch_export_id)
+        return None
+    if data.data_interval_end is not None:
+        end = _parse(data.data_interval_end)
+        start = _parse(data.data_interval_start) if data.data_interval_start else None
+        if start is None:
+            start, end = bookkeeping.interval_ending_at(batch_export, end)
+    else:
+        fired_for = _parse(data.scheduled_at) if data.scheduled_at else timezone.now()
+        start, end = bookkeeping.interval_ending_at(batch_export, fired_for)
+    info = activity.info()
+    run = bookkeeping.start_run(batch_export, start, end, data.backfill_id, info.workflow_id)
+    timeout = bookkeeping.run_timeout(batch_export.interval)
+    return StartedRun(str(run.id), start.isoformat(), end.isoformat(), int(timeout.total_seconds()))
+
+
+def _export_run(run: BatchExportRun) -> ExportRun:
+    batch_export = run.batch_export
+    destination = batch_export.destination
+    return ExportRun(
+        batch_export_id=str(batch_export.id),
+        team_id=batch_export.team_id,
+        model=batch_export.model,
+        destination_type=destination.type,
+        destination_config=destination.full_config(),
+        data_interval_start=run.data_interval_start,
+        data_interval_end=run.data_interval_end,
+        run_id=str(run.id),
+    )
+
+
+@activity.defn
+def export_run(run_id: str) -> ExportOutcome:
+    bookkeeping.fresh_connection()
+    run = BatchExportRun.objects.select_related("batch_export__destination").get(id=run_id)
+    attempt = activity.info().attempt
+    bookkeeping.mark_running(run, attempt)
+    token = CancelToken()
+
+    def on_progress(progress: Progress) -> None:
+        activity.heartbeat(progress.records_completed)
+        if activity.is_cancelled():
+            token.cancel()
+
+    try:
+        result = export(_export_run(run), get_store(), progress=on_progress, cancel=token)
+    except Cancelled:
+        raise
+    except NonRetryableError as error:
+        raise ApplicationError(str(error), type=NON_RETRYABLE, non_retryable=True) from None
+    except Exception as error:
+        message = str(error) if getattr(error, "retryable", False) else f"{type(error).__name__}: {error}"
+        bookkeeping.mark_retrying(run, message, attempt)
+        raise ApplicationError(message, type=type(error).__name__) from None
+    bookkeeping.record_progress(run_id, result.records_completed, result.bytes_exported)
+    return ExportOutcome(
+        result.records_completed, result.bytes_exported, result.records_total_count, list(result.files)
+    )
+
+
+@activity.defn
+def finish_run(data: FinishRunInput) -> None:
+    bookkeeping.fresh_connection()
+    run = BatchExportRun.objects.select_related("batch_export").get(id=data.run_id)
+    outcome = data.outcome
+    bookkeeping.finish_run(
+        run,
+        data.status,
+        data.error,
+        records=outcome.records_completed if outcome else None,
+        bytes_exported=outcome.bytes_exported if outcome else None,
+        total=outcome.records_total_count if outcome else None,
+        files=outcome.files if outcome else None,
+    )
+    if data.status == BatchExportRun.Status.FAILED and run.batch_export.paused:
+        from batchexports.engine.temporal_engine import pause_schedule_now
+
+        pause_schedule_now(str(run.batch_export_id))
+
+
+@activity.defn
+def start_backfill(data: BackfillInput) -> BackfillPlan | None:
+    """Fix the backfill's range (clamped to the earliest data) and mark it Running."""
+    bookkeeping.fresh_connection()
+    backfill = BatchExportBackfill.objects.select_related("batch_export").get(id=data.backfill_id)
+    if backfill.status not in BatchExportBackfill.ACTIVE_STATUSES:
+        return None
+    batch_export = backfill.batch_export
+    calendar = calendar_for(batch_export)
+    end = backfill.end_at or calendar.floor(timezone.now())
+    start = backfill.start_at
+    earliest = get_store().earliest(batch_export.model, batch_export.team_id)
+    if earliest is None or earliest >= end:
+        start = None
+    elif start is None or start < earliest:
+        start = max(calendar.floor(earliest), calendar.floor(start) if start else calendar.floor(earliest))
+    total = calendar.count(start, end) if start is not None else 0
+    backfill.status = BatchExportBackfill.Status.RUNNING
+    backfill.total_runs = total
+    backfill.save(update_fields=["status", "total_runs", "last_updated_at"])
+    if data.done == 0:
+        span = f"{start.isoformat()} to {end.isoformat()}" if start else "nothing (no data before the end)"
+        bookkeeping.log(batch_export, "INFO", f"Backfill started: {total} interval(s) from {span}")
+    offset_day, offset_hour = split_offset(batch_export.interval_offset)
+    return BackfillPlan(
+        batch_export_id=str(batch_export.id),
+        interval=batch_export.interval,
+        timezone=batch_export.timezone or "UTC",
+        offset_day=offset_day or 0,
+        offset_hour=offset_hour or 0,
+        start=start.isoformat() if start else None,
+        end=end.isoformat(),
+        total=total,
+    )
+
+
+@activity.defn
+def finish_backfill(data: FinishBackfillInput) -> None:
+    bookkeeping.fresh_connection()
+    bookkeeping.finish_backfill(data.backfill_id, data.status)
+
+
+ACTIVITIES = [start_run, export_run, finish_run, start_backfill, finish_backfill]

@@ -1,0 +1,70 @@
+"""BackfillWorkflow: the runs of every data interval in a range, one at a time, oldest first.
+
+The range is fixed by start_backfill (clamped to the earliest data); intervals are computed
+here, deterministically, in the export's timezone. Each interval is a child RunWorkflow; a
+worker restart resumes after the last finished child (Temporal replays the history), and long
+backfills continue as new every few hundred intervals to keep their history small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from batchexports.engine import activities
+    from batchexports.engine.config import TASK_QUEUE
+    from batchexports.engine.inputs import BackfillInput, FinishBackfillInput, RunInput
+    from batchexports.engine.run_workflow import RunWorkflow
+    from batchexports.exports.intervals import IntervalCalendar
+
+BOOKKEEPING = {"start_to_close_timeout": timedelta(minutes=2), "retry_policy": RetryPolicy(maximum_attempts=20)}
+CONTINUE_AS_NEW_EVERY = 250
+
+
+def backfill_workflow_id(backfill_id: str) -> str:
+    return f"backfill-{backfill_id}"
+
+
+@workflow.defn(name="batch-export-backfill")
+class BackfillWorkflow:
+    @workflow.run
+    async def run(self, data: BackfillInput) -> str:
+        plan = await workflow.execute_activity(activities.start_backfill, data, **BOOKKEEPING)
+        if plan is None:
+            return "Skipped"
+        try:
+            if plan.start is not None:
+                calendar = IntervalCalendar(plan.interval, plan.timezone, plan.offset_day, plan.offset_hour)
+                intervals = calendar.intervals(datetime.fromisoformat(plan.start), datetime.fromisoformat(plan.end))
+                for index, interval in enumerate(intervals):
+                    if index < data.done:
+                        continue
+                    if index - data.done >= CONTINUE_AS_NEW_EVERY:
+                        workflow.continue_as_new(BackfillInput(data.backfill_id, index))
+                    run = RunInput(
+                        plan.batch_export_id, interval.start.isoformat(), interval.end.isoformat(), data.backfill_id
+                    )
+                    await workflow.execute_child_workflow(
+                        RunWorkflow.run,
+                        run,
+                        id=f"{data.backfill_id}-{interval.end.isoformat()}",
+                        task_queue=TASK_QUEUE,
+                    )
+        except (asyncio.CancelledError, CancelledError):
+            await asyncio.shield(
+                asyncio.ensure_future(
+                    workflow.execute_activity(
+                        activities.finish_backfill, FinishBackfillInput(data.backfill_id, "Cancelled"), **BOOKKEEPING
+                    )
+                )
+            )
+            raise
+        await workflow.execute_activity(
+            activities.finish_backfill, FinishBackfillInput(data.backfill_id, "Completed"), **BOOKKEEPING
+        )
+        return "Completed"

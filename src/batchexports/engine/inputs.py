@@ -1,0 +1,65 @@
+"""Inputs and results of workflows and activities: plain dataclasses, never secrets (they are
+stored in Temporal's history)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class RunInput:
+    batch_export_id: str
+    # Set by backfills and retries; a scheduled run takes its interval end from the schedule.
+    data_interval_start: str | None = None
+    data_interval_end: str | None = None
+    backfill_id: str | None = None
+    # The nominal time a schedule fired for (jitter excluded), filled in by the workflow.
+    scheduled_at: str | None = None
+
+
+@dataclass
+class StartedRun:
+    run_id: str
+    data_interval_start: str
+    data_interval_end: str
+    timeout_seconds: int
+
+
+@dataclass
+class ExportOutcome:
+    records_completed: int
+    bytes_exported: int
+    records_total_count: int | None
+    files: list[str]
+
+
+@dataclass
+class FinishRunInput:
+    run_id: str
+    status: str
+    error: str | None = None
+    outcome: ExportOutcome | None = None
+
+
+@dataclass
+class BackfillInput:
+    backfill_id: str
+    done: int = 0  # intervals finished before a continue-as-new
+
+
+@dataclass
+class BackfillPlan:
+    batch_export_id: str
+    interval: str
+    timezone: str
+    offset_day: int
+    offset_hour: int
+    start: str | None  # None: nothing to export (no data before the end)
+    end: str
+    total: int
+
+
+@dataclass
+class FinishBackfillInput:
+    backfill_id: str
+    status: str

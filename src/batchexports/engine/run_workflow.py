@@ -1,0 +1,77 @@
+"""RunWorkflow: one run of one batch export for one data interval.
+
+start_run (row Starting) -> export_run (Running; the pipeline, heartbeating; retried with
+backoff on transient errors) -> finish_run (Completed, Failed with the reason, or Cancelled).
+A failed run ends the workflow normally, so that a backfill goes on with its next interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from batchexports.engine import activities
+    from batchexports.engine.inputs import FinishRunInput, RunInput
+
+SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
+BOOKKEEPING = {"start_to_close_timeout": timedelta(minutes=2), "retry_policy": RetryPolicy(maximum_attempts=20)}
+EXPORT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=10),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=6,
+    non_retryable_error_types=[activities.NON_RETRYABLE],
+)
+
+
+def _reason(error: BaseException) -> str:
+    """The message of the innermost application error: what the destination said."""
+    while error.__cause__ is not None and not isinstance(error, ApplicationError):
+        error = error.__cause__
+    return str(error.message if isinstance(error, ApplicationError) else error)
+
+
+@workflow.defn(name="batch-export-run")
+class RunWorkflow:
+    @workflow.run
+    async def run(self, data: RunInput) -> str:
+        if data.data_interval_end is None and data.scheduled_at is None:
+            fired_for = workflow.info().typed_search_attributes.get(SCHEDULED_START)
+            if fired_for is not None:
+                data = dataclasses.replace(data, scheduled_at=fired_for.isoformat())
+        started = await workflow.execute_activity(activities.start_run, data, **BOOKKEEPING)
+        if started is None:
+            return "Skipped"
+        try:
+            outcome = await workflow.execute_activity(
+                activities.export_run,
+                started.run_id,
+                start_to_close_timeout=timedelta(seconds=started.timeout_seconds),
+                heartbeat_timeout=timedelta(minutes=5),
+                retry_policy=EXPORT_RETRY,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+        except (asyncio.CancelledError, CancelledError):
+            await self._finish(FinishRunInput(started.run_id, "Cancelled"))
+            raise
+        except ActivityError as error:
+            if isinstance(error.cause, CancelledError):
+                await self._finish(FinishRunInput(started.run_id, "Cancelled"))
+                raise
+            await self._finish(FinishRunInput(started.run_id, "Failed", error=_reason(error)))
+            return "Failed"
+        await self._finish(FinishRunInput(started.run_id, "Completed", outcome=outcome))
+        return "Completed"
+
+    @staticmethod
+    async def _finish(data: FinishRunInput) -> None:
+        # Shielded: the run's row must be finished even while the workflow is being cancelled.
+        await asyncio.shield(
+            asyncio.ensure_future(workflow.execute_activity(activities.finish_run, data, **BOOKKEEPING))
+        )

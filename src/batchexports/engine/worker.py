@@ -1,0 +1,50 @@
+"""The worker: runs RunWorkflow and BackfillWorkflow and their activities on the task queue.
+
+Activities are synchronous (ORM, DuckDB, destination clients) and run in a thread pool; the
+number of concurrent exports is bounded by BATCHEXPORTS_MAX_CONCURRENT_ACTIVITIES.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from batchexports.engine.activities import ACTIVITIES
+from batchexports.engine.backfill_workflow import BackfillWorkflow
+from batchexports.engine.config import TASK_QUEUE
+from batchexports.engine.reconcile import reconcile
+from batchexports.engine.run_workflow import RunWorkflow
+
+logger = logging.getLogger(__name__)
+
+
+def max_concurrent_activities() -> int:
+    return int(os.environ.get("BATCHEXPORTS_MAX_CONCURRENT_ACTIVITIES", "4"))
+
+
+def build_worker(client: Client, executor: ThreadPoolExecutor) -> Worker:
+    return Worker(
+        client,
+        task_queue=TASK_QUEUE,
+        workflows=[RunWorkflow, BackfillWorkflow],
+        activities=ACTIVITIES,
+        activity_executor=executor,
+        max_concurrent_activities=executor._max_workers,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+async def run_worker(client: Client, stop: asyncio.Event) -> None:
+    """Reconcile, then work until `stop` is set."""
+    await reconcile(client)
+    with ThreadPoolExecutor(max_workers=max_concurrent_activities(), thread_name_prefix="activity") as executor:
+        worker = build_worker(client, executor)
+        async with worker:
+            logger.info("worker polling task queue %r", TASK_QUEUE)
+            await stop.wait()
