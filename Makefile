@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The PostgreSQL leg of the test suite; pytest-django creates and drops test_<name> itself.
 TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: install up test test-sqlite test-postgres lint format clean
+.PHONY: install up demo worker test test-sqlite test-postgres lint format clean
 
 install: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml package.json
 
 up: install
 	$(BIN)/batchexports up
+
+# On a fresh data dir: two days of demo events and a sample export with a backfill over them.
+demo: install
+	$(BIN)/batchexports up --demo
 
 test: test-sqlite test-postgres
 

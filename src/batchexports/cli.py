@@ -158,20 +158,39 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    _setup_django()
+    from batchexports.service import run_worker_forever
+
+    run_worker_forever()
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     _setup_django()
     _migrate()
-    from batchexports.accounts.bootstrap import bootstrap
-    from batchexports.accounts.models import User
-
-    if not User.objects.exists():
-        print("First start: created an organization, a project and an admin user.")
-        _print_bootstrap(bootstrap())
     from django.conf import settings
 
+    from batchexports.accounts.bootstrap import bootstrap
+    from batchexports.accounts.models import User
+    from batchexports.service import run_up
+
+    fresh = not User.objects.exists()
+    result = None
+    if fresh:
+        print("First start: created an organization, a project and an admin user.")
+        result = bootstrap()
+        _print_bootstrap(result)
+
+    def after_start() -> None:
+        if fresh and args.demo and result is not None:
+            from batchexports.demo_setup import load_demo
+
+            load_demo(result.project, result.user, print)
+
     print(f"data directory:    {settings.DATA_DIR}")
-    print(f"API:               http://{args.host}:{args.port}/api/")
-    _serve(args.host, args.port)
+    print(f"API:               http://{args.host}:{args.port}/api/", flush=True)
+    run_up(lambda: _serve(args.host, args.port), after_start=after_start)
     return 0
 
 
@@ -182,7 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the service with embedded defaults")
     up.add_argument("--host", default=os.environ.get("BATCHEXPORTS_HOST", "127.0.0.1"))
     up.add_argument("--port", type=int, default=int(os.environ.get("BATCHEXPORTS_PORT", "8000")))
+    up.add_argument("--demo", action="store_true", help="on a fresh data dir, load demo data and a sample export")
     up.set_defaults(func=cmd_up)
+
+    worker = sub.add_parser("worker", help="run a worker (scaled mode; needs TEMPORAL_ADDRESS)")
+    worker.set_defaults(func=cmd_worker)
 
     api = sub.add_parser("api", help="serve the API only")
     api.add_argument("--host", default=os.environ.get("BATCHEXPORTS_HOST", "127.0.0.1"))

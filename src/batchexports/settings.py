@@ -136,7 +136,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Which engine implementation the API calls (see engine/interface.py).
-BATCHEXPORTS_ENGINE = os.environ.get("BATCHEXPORTS_ENGINE", "batchexports.engine.recording.RecordingEngine")
+BATCHEXPORTS_ENGINE = os.environ.get("BATCHEXPORTS_ENGINE", "batchexports.engine.temporal_engine.TemporalEngine")
 
 LOGGING = {
     "version": 1,

@@ -52,6 +52,10 @@ class LocalFolderStore:
             raise NonRetryableError(
                 f"Permission denied writing '{key}' in the export folder; give the service's user write access."
             ) from None
+        except (FileExistsError, NotADirectoryError):
+            raise NonRetryableError(
+                f"A file stands where a folder of '{key}' should be, in the export folder; move it or change the path."
+            ) from None
 
     def put(self, key: str, data: bytes) -> None:
         writer = self.open(key)
