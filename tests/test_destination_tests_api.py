@@ -42,7 +42,7 @@ def test_describing_without_a_destination_is_a_400_naming_the_parameter(api, bas
     assert response.json()["attr"] == "destination"
 
 
-@pytest.mark.parametrize("destination", ["Nope", "S3"])
+@pytest.mark.parametrize("destination", ["Nope", "Snowflake"])
 def test_unknown_or_untestable_destination_is_a_404(api, base, destination):
     response = api.get(f"{base}test/", {"destination": destination})
     assert response.status_code == 404
@@ -124,10 +124,24 @@ def test_run_test_step_of_a_saved_export_uses_its_stored_config(api, prefix, exp
     assert (export_dir / "saved").is_dir()
 
 
+SNOWFLAKE = {  # a destination type without tests
+    "type": "Snowflake",
+    "config": {
+        "account": "org-acct",
+        "user": "u",
+        "password": "p",
+        "database": "DB",
+        "warehouse": "WH",
+        "schema": "PUBLIC",
+    },
+}
+
+
 def test_run_test_step_of_an_export_without_tests_is_a_404(api, base):
     from tests.conftest import export_payload
 
-    created = api.post(base, export_payload(), format="json")
+    created = api.post(base, export_payload(destination=SNOWFLAKE), format="json")
+    assert created.status_code == 201, created.json()
     response = api.post(f"{base}{created.json()['id']}/run_test_step/", {"step": 0}, format="json")
     assert response.status_code == 404
 

@@ -1,14 +1,20 @@
 """Config schema of the Azure Blob Storage destination: files in a container of a storage
 account, reached with the account's connection string (a secret).
 
-This module only validates configuration; it does not talk to Azure.
+This module validates configuration and wires the destination's sink (the file exporter over
+`azure_store.AzureBlobObjectStore`) and test steps (`azure_checks`); the Azure SDK is imported
+only when one of them runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from rest_framework import serializers
 
-from batchexports.destinations.base import DestinationSpec
+from batchexports.destinations import azure_checks
+from batchexports.destinations.base import DestinationSpec, Sink
 from batchexports.destinations.file import FileOutputConfigSerializer
 from batchexports.destinations.registry import register
 
@@ -24,6 +30,14 @@ class AzureBlobConfigSerializer(FileOutputConfigSerializer):
     )
 
 
+def _azure_blob_sink(config: Mapping[str, Any]) -> Sink:
+    from batchexports.destinations.azure_store import AzureBlobObjectStore
+    from batchexports.destinations.file_sink import FileSink
+    from batchexports.pipeline.files import FileSettings
+
+    return FileSink(lambda: AzureBlobObjectStore(config), FileSettings.from_config(config))
+
+
 SPEC = register(
     DestinationSpec(
         type="AzureBlob",
@@ -31,5 +45,7 @@ SPEC = register(
         config_serializer=AzureBlobConfigSerializer,
         secret_fields=(("connection_string",),),
         description="Files in an Azure Blob Storage container.",
+        test_steps=azure_checks.STEPS,
+        sink_factory=_azure_blob_sink,
     )
 )

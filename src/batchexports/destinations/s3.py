@@ -3,16 +3,19 @@
 
 Access keys are optional: without them the sink uses the credentials of its environment
 (instance role, `AWS_*` variables); with them, both keys are needed and both are secrets.
-This module only validates configuration; it does not talk to S3.
+This module validates configuration and wires the sink and the test steps; the I/O lives in
+`s3_store.py` (imported lazily, with boto3) and `s3_checks.py`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rest_framework import serializers
 
-from batchexports.destinations.base import DestinationSpec
+from batchexports.destinations import s3_checks
+from batchexports.destinations.base import DestinationSpec, Sink
 from batchexports.destinations.file import FileOutputConfigSerializer
 from batchexports.destinations.http import HttpUrlField
 from batchexports.destinations.registry import register
@@ -73,6 +76,14 @@ class S3ConfigSerializer(FileOutputConfigSerializer):
         return attrs
 
 
+def _s3_sink(config: Mapping[str, Any]) -> Sink:
+    from batchexports.destinations.file_sink import FileSink
+    from batchexports.destinations.s3_store import S3ObjectStore
+    from batchexports.pipeline.files import FileSettings
+
+    return FileSink(lambda: S3ObjectStore(config), FileSettings.from_config(config))
+
+
 SPEC = register(
     DestinationSpec(
         type="S3",
@@ -80,5 +91,7 @@ SPEC = register(
         config_serializer=S3ConfigSerializer,
         secret_fields=(("aws_access_key_id",), ("aws_secret_access_key",)),
         description="Files in an AWS S3 bucket or an S3-compatible object store.",
+        test_steps=s3_checks.STEPS,
+        sink_factory=lambda config: _s3_sink(config),
     )
 )
