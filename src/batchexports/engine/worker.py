@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from batchexports.engine.activities import ACTIVITIES
 from batchexports.engine.backfill_workflow import BackfillWorkflow
@@ -22,6 +23,22 @@ from batchexports.engine.reconcile import reconcile
 from batchexports.engine.run_workflow import RunWorkflow
 
 logger = logging.getLogger(__name__)
+
+
+# Modules the workflow sandbox must share with the process instead of re-importing. Besides
+# speed, this matters for correctness: while the sandbox imports, other threads (the API's
+# capture, the activities) could see its copies of native modules such as pyarrow, and DuckDB
+# then fails to recognise a pyarrow table ("std::bad_cast").
+PASSTHROUGH_MODULES = (
+    "batchexports", "django", "rest_framework", "pyarrow", "duckdb", "boto3", "botocore", "azure", "psycopg",
+    "zoneinfo", "pytz",
+)  # fmt: skip
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    )
 
 
 def max_concurrent_activities() -> int:
@@ -35,6 +52,7 @@ def build_worker(client: Client, executor: ThreadPoolExecutor) -> Worker:
         workflows=[RunWorkflow, BackfillWorkflow],
         activities=ACTIVITIES,
         activity_executor=executor,
+        workflow_runner=workflow_runner(),
         max_concurrent_activities=executor._max_workers,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
