@@ -283,8 +283,7 @@ class DuckDBEventsStore:
 
     def read(self, query: ModelQuery) -> pa.RecordBatchReader:
         cursor = self._cursor()
-        sql, params = model_queries.model_sql(query)
-        reader = cursor.sql(sql, params=params).to_arrow_reader(query.batch_rows)
+        reader = cursor.sql(model_queries.model_sql(query)).to_arrow_reader(query.batch_rows)
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:
@@ -295,17 +294,16 @@ class DuckDBEventsStore:
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
     def count(self, query: ModelQuery) -> int:
-        sql, params = model_queries.count_sql(query)
         cursor = self._cursor()
         try:
-            return int(cursor.execute(sql, params).fetchall()[0][0])
+            return int(cursor.execute(model_queries.count_sql(query)).fetchall()[0][0])
         finally:
             cursor.close()
 
     def earliest(self, model: str, team_id: int) -> dt.datetime | None:
         cursor = self._cursor()
         try:
-            row = cursor.execute(model_queries.EARLIEST[model], [team_id]).fetchall()[0]
+            row = cursor.execute(model_queries.earliest_sql(model, team_id)).fetchall()[0]
         finally:
             cursor.close()
         return row[0] if row else None

@@ -1,14 +1,15 @@
-"""SQL of the rows each model exports for one data interval, in DuckDB's dialect.
+"""SQL of the rows each model exports for one data interval, built once, rendered per dialect.
 
 Every model selects by `_inserted_at` in `[start, end)`, which is what makes a backfilled
-interval export the same rows as a scheduled run of it. Parameters are bound, never
-interpolated. Column names and order are the ones PostHog's batch exports produce.
+interval export the same rows as a scheduled run of it. Column names and order are the ones
+PostHog's batch exports produce. Values are quoted literals (see `dialects.py`).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from batchexports.events import filters as property_filters
+from batchexports.events import hogql
+from batchexports.events.dialects import DUCKDB, SQLDialect
 from batchexports.events.store import ModelQuery
 
 EVENTS_COLUMNS = (
@@ -33,166 +34,212 @@ SESSIONS_COLUMNS = (
 BOUNCE_SECONDS = 10
 
 
-def _interval(query: ModelQuery, column: str = "_inserted_at") -> tuple[str, list[Any]]:
+def _interval(query: ModelQuery, d: SQLDialect, column: str) -> str:
     """`column` within `[start, end)` (from the beginning of time when there is no start)."""
-    if query.start is None:
-        return f"{column} < ?", [query.end]
-    return f"{column} >= ? AND {column} < ?", [query.start, query.end]
+    upper = f"{column} < {d.timestamp(query.end)}"
+    return upper if query.start is None else f"{column} >= {d.timestamp(query.start)} AND {upper}"
 
 
-def _event_filters(query: ModelQuery, column: str = "event") -> tuple[str, list[Any]]:
-    sql, params = "", []
+def _event_names(query: ModelQuery, d: SQLDialect) -> str:
+    sql = ""
     if query.include_events:
-        sql += f" AND {column} IN (SELECT unnest(?::VARCHAR[]))"
-        params.append(list(query.include_events))
+        sql += f" AND event IN {d.string_list(list(query.include_events))}"
     if query.exclude_events:
-        sql += f" AND {column} NOT IN (SELECT unnest(?::VARCHAR[]))"
-        params.append(list(query.exclude_events))
-    return sql, params
+        sql += f" AND event NOT IN {d.string_list(list(query.exclude_events))}"
+    return sql
 
 
-def events_sql(query: ModelQuery) -> tuple[str, list[Any]]:
-    """Events that arrived in the interval, one row per uuid (the first to arrive).
-
-    Duplicates are found by an aggregate over uuids alone, then joined back, so the rows
-    themselves stream; a window over whole rows would hold the interval in memory and is 3x slower.
-    """
-
-    def scope(alias: str) -> tuple[str, list[Any]]:
-        interval, params = _interval(query, f"{alias}_inserted_at")
-        filters, filter_params = _event_filters(query, f"{alias}event")
-        return f"{alias}team_id = ? AND {interval}{filters}", [query.team_id, *params, *filter_params]
-
-    (all_rows, params), (rows, row_params) = scope(""), scope("e.")
-    sql = f"""
-        WITH duplicated AS (
-            SELECT uuid, arg_min(rowid, _inserted_at) AS kept FROM events
-            WHERE {all_rows} GROUP BY uuid HAVING count(*) > 1
-        )
+def _deduplicated_events(query: ModelQuery, d: SQLDialect) -> str:
+    """Events that arrived in the interval with PostHog's export columns, once per uuid (first to arrive)."""
+    scope = f"team_id = {d.literal(query.team_id)} AND {_interval(query, d, d.inserted_at)}{_event_names(query, d)}"
+    if d.name == "duckdb":
+        # Duplicates are found by an aggregate over uuids alone and joined back, so the rows
+        # themselves stream; a window over whole rows would hold the interval in memory (3x slower).
+        return f"""
+            WITH duplicated AS (
+                SELECT uuid, arg_min(rowid, _inserted_at) AS kept FROM events WHERE {scope}
+                GROUP BY uuid HAVING count(*) > 1
+            )
+            SELECT
+                e.uuid::VARCHAR AS uuid, e.team_id, e.timestamp, e._inserted_at, e.created_at, e.event,
+                e.properties::VARCHAR AS properties, e.distinct_id, e.elements_chain,
+                e.person_id::VARCHAR AS person_id, e.person_properties::VARCHAR AS person_properties,
+                json_extract(e.properties, '$."$set"')::VARCHAR AS "set",
+                json_extract(e.properties, '$."$set_once"')::VARCHAR AS set_once
+            FROM events AS e LEFT JOIN duplicated AS d ON e.uuid = d.uuid
+            WHERE {scope.replace("team_id", "e.team_id").replace("_inserted_at", "e._inserted_at").replace("event ", "e.event ")}
+              AND (d.kept IS NULL OR e.rowid = d.kept)
+        """  # noqa: E501
+    return f"""
         SELECT
-            e.uuid::VARCHAR AS uuid, e.team_id, e.timestamp, e._inserted_at, e.created_at, e.event,
-            e.properties::VARCHAR AS properties, e.distinct_id, e.elements_chain,
-            e.person_id::VARCHAR AS person_id, e.person_properties::VARCHAR AS person_properties,
-            json_extract(e.properties, '$."$set"')::VARCHAR AS "set",
-            json_extract(e.properties, '$."$set_once"')::VARCHAR AS set_once
-        FROM events AS e LEFT JOIN duplicated AS d ON e.uuid = d.uuid
-        WHERE {rows} AND (d.kept IS NULL OR e.rowid = d.kept)
+            toString(uuid) AS uuid, team_id, timestamp, {d.inserted_at} AS _inserted_at, created_at, event,
+            properties, distinct_id, nullIf(elements_chain, '') AS elements_chain,
+            toString(person_id) AS person_id, nullIf(person_properties, '') AS person_properties,
+            nullIf(JSONExtractRaw(properties, '$set'), '') AS `set`,
+            nullIf(JSONExtractRaw(properties, '$set_once'), '') AS set_once
+        FROM {d.events}
+        WHERE {scope}
+        ORDER BY uuid, _inserted_at
+        LIMIT 1 BY uuid
     """
-    return sql, [*params, *row_params]
 
 
-def persons_sql(query: ModelQuery) -> tuple[str, list[Any]]:
+def events_sql(query: ModelQuery, d: SQLDialect) -> str:
+    conditions = [property_filters.condition(f, d, "events") for f in query.filters]
+    if query.hogql is not None:
+        columns = hogql.select_list(query.hogql, d)
+        if query.hogql.where is not None:
+            conditions.append(f"({hogql.render_expression(query.hogql.where, d)})")
+    else:
+        columns = ", ".join(_quote(c, d) for c in EVENTS_COLUMNS)
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    return f"SELECT {columns} FROM ({_deduplicated_events(query, d)}) AS events{where}"
+
+
+def _quote(name: str, d: SQLDialect) -> str:
+    return f'"{name}"' if d.name == "duckdb" else f"`{name}`"
+
+
+def persons_sql(query: ModelQuery, d: SQLDialect) -> str:
     """Each distinct id whose mapping or person changed in the interval, at its latest version as of
     the interval's end (so that re-running a past interval gives the rows it gave then)."""
-    interval, interval_params = _interval(query)
-    t, end = query.team_id, query.end
-    sql = f"""
+    team, end = d.literal(query.team_id), d.timestamp(query.end)
+    arg_max = "arg_max" if d.name == "duckdb" else "argMax"
+    person_key = "person_id" if d.name == "duckdb" else "id"
+    inserted = d.person_inserted_at
+    union = "UNION" if d.name == "duckdb" else "UNION DISTINCT"
+    person_filters = "".join(f" AND {property_filters.condition(f, d, 'persons')}" for f in query.filters)
+    to_text = (lambda c: f"{c}::VARCHAR") if d.name == "duckdb" else (lambda c: f"toString({c})")
+    flag = (lambda c: c) if d.name == "duckdb" else (lambda c: f"toBool({c})")
+    return f"""
         WITH changed_persons AS (
-            SELECT DISTINCT person_id FROM persons WHERE team_id = ? AND {interval}
+            SELECT DISTINCT {person_key} AS person_id FROM {d.persons}
+            WHERE team_id = {team} AND {_interval(query, d, inserted)}
         ),
         changed AS (
-            SELECT DISTINCT distinct_id FROM person_distinct_ids WHERE team_id = ? AND {interval}
-            UNION
-            SELECT DISTINCT distinct_id FROM person_distinct_ids
-            WHERE team_id = ? AND _inserted_at < ? AND person_id IN (SELECT person_id FROM changed_persons)
+            SELECT DISTINCT distinct_id FROM {d.distinct_ids} WHERE team_id = {team} AND {_interval(query, d, inserted)}
+            {union}
+            SELECT DISTINCT distinct_id FROM {d.distinct_ids}
+            WHERE team_id = {team} AND {inserted} < {end} AND person_id IN (SELECT person_id FROM changed_persons)
         ),
         latest_distinct_ids AS (
             SELECT distinct_id,
-                   arg_max(person_id, version) AS person_id,
+                   {arg_max}(person_id, version) AS person_id,
                    max(version) AS person_distinct_id_version,
-                   arg_max(is_deleted, version) AS is_deleted,
-                   arg_max(_inserted_at, version) AS _inserted_at
-            FROM person_distinct_ids
-            WHERE team_id = ? AND _inserted_at < ? AND distinct_id IN (SELECT distinct_id FROM changed)
+                   {arg_max}(is_deleted, version) AS is_deleted,
+                   {arg_max}({inserted}, version) AS _inserted_at
+            FROM {d.distinct_ids}
+            WHERE team_id = {team} AND {inserted} < {end} AND distinct_id IN (SELECT distinct_id FROM changed)
             GROUP BY distinct_id
         ),
         latest_persons AS (
-            SELECT person_id,
-                   arg_max(properties, version) AS properties,
+            SELECT {person_key} AS person_id,
+                   {arg_max}(properties, version) AS properties,
                    max(version) AS person_version,
                    min(created_at) AS created_at,
-                   arg_max(is_deleted, version) AS is_deleted,
-                   arg_max(_inserted_at, version) AS _inserted_at
-            FROM persons
-            WHERE team_id = ? AND _inserted_at < ? AND person_id IN (SELECT person_id FROM latest_distinct_ids)
-            GROUP BY person_id
+                   {arg_max}(is_deleted, version) AS is_deleted,
+                   {arg_max}({inserted}, version) AS _inserted_at
+            FROM {d.persons}
+            WHERE team_id = {team} AND {inserted} < {end}
+              AND {person_key} IN (SELECT person_id FROM latest_distinct_ids)
+            GROUP BY {person_key}
         )
-        SELECT
-            ?::BIGINT AS team_id, d.distinct_id, d.person_id::VARCHAR AS person_id,
-            p.properties::VARCHAR AS properties, p.person_version, d.person_distinct_id_version,
-            p.created_at, (p.is_deleted OR d.is_deleted) AS is_deleted,
-            greatest(p._inserted_at, d._inserted_at) AS _inserted_at
-        FROM latest_distinct_ids AS d JOIN latest_persons AS p USING (person_id)
+        SELECT * FROM (
+            SELECT
+                {team} AS team_id, dids.distinct_id AS distinct_id, {to_text("dids.person_id")} AS person_id,
+                {to_text("p.properties")} AS properties, p.person_version AS person_version,
+                dids.person_distinct_id_version AS person_distinct_id_version, p.created_at AS created_at,
+                {flag("(p.is_deleted OR dids.is_deleted)")} AS is_deleted,
+                greatest(p._inserted_at, dids._inserted_at) AS _inserted_at
+            FROM latest_distinct_ids AS dids JOIN latest_persons AS p ON dids.person_id = p.person_id
+        ) AS persons
+        {"WHERE true" + person_filters if person_filters else ""}
     """
-    params = [t, *interval_params, t, *interval_params, t, end, t, end, t, end, t]
-    return sql, params
 
 
-def _json_text(path: str) -> str:
-    return f"nullif(json_extract_string(properties, '$.\"{path}\"'), '')"
-
-
-def sessions_sql(query: ModelQuery) -> tuple[str, list[Any]]:
+def sessions_sql(query: ModelQuery, d: SQLDialect) -> str:
     """Each session with an event that arrived in the interval, aggregated over all its events
     that had arrived by the interval's end."""
-    interval, interval_params = _interval(query)
-    t, end = query.team_id, query.end
-    url, pathname = _json_text("$current_url"), _json_text("$pathname")
-    entry = lambda expr: f"arg_min({expr}, timestamp) FILTER (WHERE {expr} IS NOT NULL)"  # noqa: E731
-    exit_ = lambda expr: f"arg_max({expr}, timestamp) FILTER (WHERE {expr} IS NOT NULL)"  # noqa: E731
+    team, end = d.literal(query.team_id), d.timestamp(query.end)
+    url, pathname = d.json_string("properties", "$current_url"), d.json_string("properties", "$pathname")
+    duck = d.name == "duckdb"
+
+    def first(expr: str) -> str:
+        return f"arg_min({expr}, timestamp) FILTER (WHERE {expr} IS NOT NULL)" if duck else (
+            f"argMinIf({expr}, timestamp, {expr} IS NOT NULL)"
+        )  # fmt: skip
+
+    def last(expr: str) -> str:
+        return f"arg_max({expr}, timestamp) FILTER (WHERE {expr} IS NOT NULL)" if duck else (
+            f"argMaxIf({expr}, timestamp, {expr} IS NOT NULL)"
+        )  # fmt: skip
+
+    def count(event: str) -> str:
+        return f"count(*) FILTER (WHERE event = '{event}')" if duck else f"countIf(event = '{event}')"
+
+    seconds = "CAST(epoch(max(timestamp)) - epoch(min(timestamp)) AS BIGINT)" if duck else (
+        "toInt64(dateDiff('second', min(timestamp), max(timestamp)))"
+    )  # fmt: skip
+    urls = (
+        f"coalesce(list_sort(list_distinct(list({url}) FILTER (WHERE {url} IS NOT NULL))), []::VARCHAR[])"
+        if duck
+        else f"arraySort(groupUniqArrayIf({url}, {url} IS NOT NULL))"
+    )
     utm = ",\n".join(
-        f"{entry(_json_text('utm_' + part))} AS entry_utm_{part}"
+        f"{first(d.json_string('properties', 'utm_' + part))} AS entry_utm_{part}"
         for part in ("source", "medium", "campaign", "term", "content")
     )
-    sql = f"""
+    dedupe = "QUALIFY row_number() OVER (PARTITION BY uuid ORDER BY _inserted_at) = 1" if duck else (
+        "ORDER BY uuid, _inserted_at LIMIT 1 BY uuid"
+    )  # fmt: skip
+    return f"""
         WITH touched AS (
-            SELECT DISTINCT session_id FROM events
-            WHERE team_id = ? AND {interval} AND session_id IS NOT NULL
+            SELECT DISTINCT {d.session_id} AS session_id FROM {d.events}
+            WHERE team_id = {team} AND {_interval(query, d, d.inserted_at)} AND {d.session_id} IS NOT NULL
         ),
         session_events AS (
-            SELECT * FROM events
-            WHERE team_id = ? AND _inserted_at < ? AND session_id IN (SELECT session_id FROM touched)
-            QUALIFY row_number() OVER (PARTITION BY uuid ORDER BY _inserted_at) = 1
+            SELECT uuid, event, properties, timestamp, distinct_id, team_id, {d.session_id} AS session_id,
+                   {d.inserted_at} AS _inserted_at
+            FROM {d.events}
+            WHERE team_id = {team} AND {d.inserted_at} < {end} AND {d.session_id} IN (SELECT session_id FROM touched)
+            {dedupe}
         )
         SELECT
             session_id, team_id,
-            arg_min(distinct_id, timestamp) AS distinct_id,
+            {"arg_min" if duck else "argMin"}(distinct_id, timestamp) AS distinct_id,
             min(timestamp) AS start_timestamp,
             max(timestamp) AS end_timestamp,
-            coalesce(list_sort(list_distinct(list({url}) FILTER (WHERE {url} IS NOT NULL))), []::VARCHAR[]) AS urls,
-            {entry(url)} AS entry_url,
-            {exit_(url)} AS exit_url,
-            {entry(pathname)} AS entry_pathname,
-            {exit_(pathname)} AS exit_pathname,
+            {urls} AS urls,
+            {first(url)} AS entry_url,
+            {last(url)} AS exit_url,
+            {first(pathname)} AS entry_pathname,
+            {last(pathname)} AS exit_pathname,
             {utm},
-            {entry(_json_text("$referring_domain"))} AS entry_referring_domain,
-            count(*) FILTER (WHERE event = '$pageview') AS pageview_count,
-            count(*) FILTER (WHERE event = '$autocapture') AS autocapture_count,
-            CAST(epoch(max(timestamp)) - epoch(min(timestamp)) AS BIGINT) AS session_duration,
-            (count(*) FILTER (WHERE event = '$pageview') <= 1
-             AND count(*) FILTER (WHERE event = '$autocapture') = 0
-             AND epoch(max(timestamp)) - epoch(min(timestamp)) < {BOUNCE_SECONDS}) AS is_bounce,
+            {first(d.json_string("properties", "$referring_domain"))} AS entry_referring_domain,
+            {count("$pageview")} AS pageview_count,
+            {count("$autocapture")} AS autocapture_count,
+            {seconds} AS session_duration,
+            ({count("$pageview")} <= 1 AND {count("$autocapture")} = 0 AND {seconds} < {BOUNCE_SECONDS}) AS is_bounce,
             max(_inserted_at) AS _inserted_at
         FROM session_events
         GROUP BY session_id, team_id
     """
-    return sql, [t, *interval_params, t, end]
 
 
 BUILDERS = {"events": events_sql, "persons": persons_sql, "sessions": sessions_sql}
 
 
-def model_sql(query: ModelQuery) -> tuple[str, list[Any]]:
-    return BUILDERS[query.model](query)
+def model_sql(query: ModelQuery, dialect: SQLDialect = DUCKDB) -> str:
+    return BUILDERS[query.model](query, dialect)
 
 
-def count_sql(query: ModelQuery) -> tuple[str, list[Any]]:
-    sql, params = model_sql(query)
-    return f"SELECT count(*) FROM ({sql})", params
+def count_sql(query: ModelQuery, dialect: SQLDialect = DUCKDB) -> str:
+    return f"SELECT count(*) FROM ({model_sql(query, dialect)}) AS model_rows"
 
 
-EARLIEST = {
-    "events": "SELECT min(_inserted_at) FROM events WHERE team_id = ?",
-    "persons": "SELECT min(_inserted_at) FROM person_distinct_ids WHERE team_id = ?",
-    "sessions": "SELECT min(_inserted_at) FROM events WHERE team_id = ? AND session_id IS NOT NULL",
-}
+def earliest_sql(model: str, team_id: int, d: SQLDialect = DUCKDB) -> str:
+    team = d.literal(team_id)
+    if model == "persons":
+        return f"SELECT min({d.person_inserted_at}) FROM {d.distinct_ids} WHERE team_id = {team}"
+    sessions_only = f" AND {d.session_id} IS NOT NULL" if model == "sessions" else ""
+    return f"SELECT min({d.inserted_at}) FROM {d.events} WHERE team_id = {team}{sessions_only}"

@@ -12,11 +12,15 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow as pa
 
 from batchexports.events.normalize import CapturedEvent
+
+if TYPE_CHECKING:
+    from batchexports.events.filters import PropertyFilter
+    from batchexports.events.hogql import HogQLQuery
 
 MODELS = ("events", "persons", "sessions")
 DEFAULT_BATCH_ROWS = 10_000
@@ -33,6 +37,8 @@ class ModelQuery:
     include_events: tuple[str, ...] = ()
     exclude_events: tuple[str, ...] = ()
     batch_rows: int = DEFAULT_BATCH_ROWS
+    hogql: HogQLQuery | None = None  # a custom schema (events model only)
+    filters: tuple[PropertyFilter, ...] = ()
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
