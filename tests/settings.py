@@ -10,3 +10,6 @@ from batchexports.settings import *  # noqa: F403
 
 # Hashing test users' passwords with PBKDF2 would cost ~0.4 s per test.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# API tests witness what the API asks of the engine; the engine tests switch to the Temporal one.
+BATCHEXPORTS_ENGINE = "batchexports.engine.recording.RecordingEngine"

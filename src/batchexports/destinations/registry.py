@@ -8,6 +8,7 @@ from __future__ import annotations
 from batchexports.destinations.base import DestinationSpec
 
 _REGISTRY: dict[str, DestinationSpec] = {}
+_loaded = False
 
 
 def register(spec: DestinationSpec) -> DestinationSpec:
@@ -16,6 +17,10 @@ def register(spec: DestinationSpec) -> DestinationSpec:
 
 
 def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
     # Imported for their `register(...)` side effect; their heavy client libraries
     # (boto3, snowflake-connector, ...) are imported lazily inside their sinks.
     from batchexports.destinations import (  # noqa: F401
@@ -33,14 +38,12 @@ def _load() -> None:
 
 def get(destination_type: str) -> DestinationSpec:
     """The spec of `destination_type`; `KeyError` when there is no such type."""
-    if not _REGISTRY:
-        _load()
+    _load()  # even when one module registered itself on import, every type must be known
     return _REGISTRY[destination_type]
 
 
 def all_specs() -> list[DestinationSpec]:
-    if not _REGISTRY:
-        _load()
+    _load()
     return sorted(_REGISTRY.values(), key=lambda spec: spec.type)
 
 

@@ -83,27 +83,32 @@ def export_files(
     def key_of(part: int | None) -> str:
         return keys.join_key(folder, keys.file_name(run, settings.file_format, settings.compression, part))
 
-    part = _Part(store, key_of(0 if split else None), settings, schema)
+    part: _Part | None = _Part(store, key_of(0 if split else None), settings, schema)
     try:
         for batch in batches:
             if cancel:
                 cancel.raise_if_cancelled()
+            if part is None:  # the previous part filled up: open the next one only when rows come
+                part = _Part(store, key_of(len(written)), settings, schema)
             part.writer.write(batch)
             records += batch.num_rows
             if split and part.writer.bytes_written >= limit:
                 total_bytes += part.finish()
                 written.append(part.key)
-                part = _Part(store, key_of(len(written)), settings, schema)
+                part = None
             if progress:
-                state.records_completed, state.bytes_exported = records, total_bytes + part.writer.bytes_written
+                state.records_completed = records
+                state.bytes_exported = total_bytes + (part.writer.bytes_written if part else 0)
                 state.files = list(written)
                 progress(state)
         if cancel:
             cancel.raise_if_cancelled()
-        total_bytes += part.finish()
-        written.append(part.key)
+        if part is not None:
+            total_bytes += part.finish()
+            written.append(part.key)
     except BaseException:
-        part.abort()
+        if part is not None:
+            part.abort()
         raise
     if split:
         manifest = json.dumps({"files": written}, indent=2).encode()
