@@ -7,8 +7,11 @@ Temporal with backoff, the run showing FailedRetryable meanwhile.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import logging
+import threading
 
 from django.utils import timezone
 from temporalio import activity
@@ -35,6 +38,10 @@ from batchexports.pipeline.run import Cancelled, CancelToken, ExportRun, Progres
 logger = logging.getLogger(__name__)
 
 NON_RETRYABLE = "NonRetryableError"
+# How often export_run heartbeats from its own thread, whatever the pipeline is doing; well under
+# the run workflow's heartbeat timeout, so a slow query never looks like a dead worker, while a
+# worker that died (SIGKILL, lost host) is noticed and its export retried within that timeout.
+HEARTBEAT_EVERY = 5.0
 
 
 def _parse(value: str) -> dt.datetime:
@@ -74,7 +81,43 @@ def _export_run(run: BatchExportRun) -> ExportRun:
         data_interval_start=run.data_interval_start,
         data_interval_end=run.data_interval_end,
         run_id=str(run.id),
+        hogql_query=batch_export.hogql_query or None,
+        filters=tuple(batch_export.filters or ()),
     )
+
+
+class _Heartbeater:
+    """Heartbeats the records written so far every HEARTBEAT_EVERY seconds from a thread of its
+    own (in the activity's context), and passes a cancellation on to the pipeline's token."""
+
+    def __init__(self, token: CancelToken, every: float = HEARTBEAT_EVERY) -> None:
+        self.records = 0
+        self._token = token
+        self._every = every
+        self._stop = threading.Event()
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._loop,), name="heartbeat", daemon=True)
+
+    def beat(self) -> None:
+        activity.heartbeat(self.records)
+        if activity.is_cancelled():
+            self._token.cancel()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                self.beat()
+            except Exception as error:  # the worker is shutting down: the activity ends anyway
+                logger.debug("heartbeat failed: %s: %s", type(error).__name__, error)
+
+    def __enter__(self) -> _Heartbeater:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        with contextlib.suppress(RuntimeError):
+            self._thread.join(timeout=15)
 
 
 @activity.defn
@@ -84,14 +127,15 @@ def export_run(run_id: str) -> ExportOutcome:
     attempt = activity.info().attempt
     bookkeeping.mark_running(run, attempt)
     token = CancelToken()
+    heartbeater = _Heartbeater(token)
 
     def on_progress(progress: Progress) -> None:
-        activity.heartbeat(progress.records_completed)
-        if activity.is_cancelled():
-            token.cancel()
+        heartbeater.records = progress.records_completed
+        heartbeater.beat()
 
     try:
-        result = export(_export_run(run), get_store(), progress=on_progress, cancel=token)
+        with heartbeater:
+            result = export(_export_run(run), get_store(), progress=on_progress, cancel=token)
     except Cancelled:
         raise
     except NonRetryableError as error:

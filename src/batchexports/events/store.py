@@ -86,7 +86,16 @@ def open_store() -> EventsStore:
         from batchexports.events.duckdb_store import DuckDBEventsStore, default_path
 
         return DuckDBEventsStore(os.environ.get("BATCHEXPORTS_DUCKDB_PATH") or default_path())
-    raise StoreUnavailable(f"Unknown BATCHEXPORTS_EVENTS_STORE '{kind}'; expected 'duckdb'")
+    if kind == "clickhouse":
+        from batchexports.events.clickhouse_store import ClickHouseEventsStore, HTTPConnection
+
+        url = os.environ.get("CLICKHOUSE_URL")
+        if not url:
+            raise StoreUnavailable(
+                "BATCHEXPORTS_EVENTS_STORE=clickhouse needs CLICKHOUSE_URL (http://user:pass@host:8123/db)"
+            )
+        return ClickHouseEventsStore(HTTPConnection(url))
+    raise StoreUnavailable(f"Unknown BATCHEXPORTS_EVENTS_STORE '{kind}'; expected 'duckdb' or 'clickhouse'")
 
 
 def reset_store() -> None:

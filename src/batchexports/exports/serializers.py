@@ -18,6 +18,8 @@ from rest_framework import serializers
 from batchexports.destinations import registry
 from batchexports.destinations.base import deep_merge
 from batchexports.engine.interface import get_engine
+from batchexports.events import filters as property_filters
+from batchexports.events import hogql
 from batchexports.exports import backfills
 from batchexports.exports.intervals import INTERVALS, split_offset
 from batchexports.exports.models import (
@@ -222,6 +224,7 @@ class BatchExportSerializer(serializers.ModelSerializer):
 
         if "destination" in attrs:
             attrs["destination"] = self._validate_destination(attrs["destination"])
+        self._validate_query(attrs, model)
         destination_type = attrs["destination"]["type"] if "destination" in attrs else self.instance.destination.type
         spec = registry.get(destination_type)
         if model not in spec.supported_models:
@@ -232,6 +235,23 @@ class BatchExportSerializer(serializers.ModelSerializer):
                 }
             )
         return attrs
+
+    def _validate_query(self, attrs: dict[str, Any], model: str) -> None:
+        """Check `hogql_query` and `filters` for the model, and derive the read-only `schema`."""
+        hogql_query = self._current(attrs, "hogql_query", "")
+        if hogql_query:
+            if model != BatchExport.Model.EVENTS:
+                raise serializers.ValidationError({"hogql_query": "A HogQL query only applies to the events model."})
+            try:
+                attrs["schema"] = hogql.parse_query(hogql_query).schema()
+            except hogql.InvalidHogQL as error:
+                raise serializers.ValidationError({"hogql_query": str(error)}) from None
+        elif "hogql_query" in attrs or self.instance is None:
+            attrs["schema"] = None
+        try:
+            property_filters.parse_filters(self._current(attrs, "filters"), model)
+        except property_filters.InvalidFilters as error:
+            raise serializers.ValidationError({"filters": str(error)}) from None
 
     def _validate_team(self, attrs: dict[str, Any]) -> None:
         project_ids: list[int] = self.context["project_ids"]

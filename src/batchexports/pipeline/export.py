@@ -13,6 +13,8 @@ import pyarrow as pa
 
 from batchexports.destinations import registry
 from batchexports.destinations.errors import NonRetryableError
+from batchexports.events.filters import InvalidFilters, parse_filters
+from batchexports.events.hogql import InvalidHogQL, parse_query
 from batchexports.events.store import DEFAULT_BATCH_ROWS, EventsStore, ModelQuery, get_store
 from batchexports.pipeline.run import CancelToken, ExportResult, ExportRun, ProgressCallback
 
@@ -21,6 +23,13 @@ def model_query(run: ExportRun, batch_rows: int = DEFAULT_BATCH_ROWS) -> ModelQu
     config = run.destination_config
     include = run.include_events or tuple(config.get("include_events") or ())
     exclude = run.exclude_events or tuple(config.get("exclude_events") or ())
+    hogql = None
+    try:
+        if run.hogql_query and run.model == "events":
+            hogql = parse_query(run.hogql_query)
+        filters = tuple(parse_filters(list(run.filters), run.model)) if run.filters else ()
+    except (InvalidHogQL, InvalidFilters) as error:  # validated by the API; a stored one may predate a rule
+        raise NonRetryableError(f"The export's query or filters are no longer valid: {error}") from None
     return ModelQuery(
         model=run.model,
         team_id=run.team_id,
@@ -29,6 +38,8 @@ def model_query(run: ExportRun, batch_rows: int = DEFAULT_BATCH_ROWS) -> ModelQu
         include_events=tuple(include),
         exclude_events=tuple(exclude),
         batch_rows=batch_rows,
+        hogql=hogql,
+        filters=filters,
     )
 
 

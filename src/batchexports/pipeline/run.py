@@ -25,6 +25,8 @@ class ExportRun:
     run_id: str | None = None
     include_events: tuple[str, ...] = ()
     exclude_events: tuple[str, ...] = ()
+    hogql_query: str | None = None  # a custom schema of the events model
+    filters: tuple[Mapping[str, Any], ...] = ()  # property filters, as the API stores them
 
     @property
     def table(self) -> str:
