@@ -28,13 +28,18 @@ demo: install
 test: test-sqlite test-postgres
 
 test-sqlite: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -p no:cacheprovider
 
-# Runs against the local PostgreSQL server; skipped (loudly) on a machine without one,
-# except in CI, where a missing server is a failure.
+# The suites that use the metadata database, again on the local PostgreSQL server (the scaled
+# mode's database); skipped (loudly) on a machine without one, except in CI, where it fails.
+POSTGRES_SUITES = tests/test_accounts.py tests/test_auth_and_scopes.py tests/test_batch_exports_api.py \
+	tests/test_batch_export_validation.py tests/test_runs_api.py tests/test_backfills_api.py \
+	tests/test_logs_and_metrics.py tests/test_destination_tests_api.py tests/test_capture.py \
+	tests/test_persons.py tests/test_hogql_exports.py tests/test_engine.py
+
 test-postgres: install
 	@if $(BIN)/python -c "import psycopg,sys; psycopg.connect('$(TEST_POSTGRES_URL)', connect_timeout=3).close()" 2>/dev/null; then \
-		DATABASE_URL='$(TEST_POSTGRES_URL)' $(BIN)/pytest -q -m "not sqlite_only"; \
+		DATABASE_URL='$(TEST_POSTGRES_URL)' $(BIN)/pytest -q -p no:cacheprovider $(POSTGRES_SUITES); \
 	elif [ -n "$$CI" ]; then \
 		echo "PostgreSQL is not reachable at $(TEST_POSTGRES_URL)"; exit 1; \
 	else \
