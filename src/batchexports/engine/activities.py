@@ -15,7 +15,7 @@ import threading
 
 from django.utils import timezone
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 
 from batchexports.destinations.errors import NonRetryableError
 from batchexports.engine import bookkeeping
@@ -136,8 +136,11 @@ def export_run(run_id: str) -> ExportOutcome:
     try:
         with heartbeater:
             result = export(_export_run(run), get_store(), progress=on_progress, cancel=token)
-    except Cancelled:
-        raise
+    except (Cancelled, CancelledError):
+        # Temporal recognises a cancelled activity only by its own CancelledError (its thread
+        # raiser may also throw one into this thread): anything else would end the run Failed, and
+        # a backfill waiting on that run would not see its cancellation and go on.
+        raise CancelledError("the run was cancelled") from None
     except NonRetryableError as error:
         raise ApplicationError(str(error), type=NON_RETRYABLE, non_retryable=True) from None
     except Exception as error:
@@ -153,6 +156,18 @@ def export_run(run_id: str) -> ExportOutcome:
 @activity.defn
 def finish_run(data: FinishRunInput) -> None:
     bookkeeping.fresh_connection()
+    if data.run_id is None:
+        interval = data.interval
+        if interval is None or interval.data_interval_end is None:
+            return
+        # Cancelled while start_run ran: its row (if it got one) is still Starting.
+        BatchExportRun.objects.filter(
+            batch_export_id=interval.batch_export_id,
+            data_interval_start=_parse(interval.data_interval_start) if interval.data_interval_start else None,
+            data_interval_end=_parse(interval.data_interval_end),
+            status__in=BatchExportRun.ACTIVE_STATUSES,
+        ).update(status=data.status, finished_at=timezone.now(), last_updated_at=timezone.now())
+        return
     run = BatchExportRun.objects.select_related("batch_export").get(id=data.run_id)
     outcome = data.outcome
     bookkeeping.finish_run(

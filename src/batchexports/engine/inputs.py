@@ -35,10 +35,11 @@ class ExportOutcome:
 
 @dataclass
 class FinishRunInput:
-    run_id: str
+    run_id: str | None  # None: the run of `interval` (cancelled before its start was acknowledged)
     status: str
     error: str | None = None
     outcome: ExportOutcome | None = None
+    interval: RunInput | None = None
 
 
 @dataclass

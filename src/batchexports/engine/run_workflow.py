@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
 
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 BOOKKEEPING = {"start_to_close_timeout": timedelta(minutes=2), "retry_policy": RetryPolicy(maximum_attempts=20)}
+HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 EXPORT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=10),
     backoff_coefficient=2.0,
@@ -45,7 +46,11 @@ class RunWorkflow:
             fired_for = workflow.info().typed_search_attributes.get(SCHEDULED_START)
             if fired_for is not None:
                 data = dataclasses.replace(data, scheduled_at=fired_for.isoformat())
-        started = await workflow.execute_activity(activities.start_run, data, **BOOKKEEPING)
+        try:
+            started = await workflow.execute_activity(activities.start_run, data, **BOOKKEEPING)
+        except (asyncio.CancelledError, CancelledError):
+            await self._finish(FinishRunInput(None, "Cancelled", interval=data))
+            raise
         if started is None:
             return "Skipped"
         try:
@@ -53,7 +58,9 @@ class RunWorkflow:
                 activities.export_run,
                 started.run_id,
                 start_to_close_timeout=timedelta(seconds=started.timeout_seconds),
-                heartbeat_timeout=timedelta(minutes=5),
+                # export_run heartbeats every few seconds (activities.HEARTBEAT_EVERY): a worker killed
+                # mid-run is noticed within this and the export retried, not after minutes.
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=EXPORT_RETRY,
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
