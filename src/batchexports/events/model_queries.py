@@ -146,9 +146,11 @@ def persons_sql(query: ModelQuery, d: SQLDialect) -> str:
         )
         SELECT * FROM (
             SELECT
-                {team} AS team_id, dids.distinct_id AS distinct_id, {to_text("dids.person_id")} AS person_id,
-                {to_text("p.properties")} AS properties, p.person_version AS person_version,
-                dids.person_distinct_id_version AS person_distinct_id_version, p.created_at AS created_at,
+                CAST({team} AS BIGINT) AS team_id, dids.distinct_id AS distinct_id,
+                {to_text("dids.person_id")} AS person_id,
+                {to_text("p.properties")} AS properties, CAST(p.person_version AS BIGINT) AS person_version,
+                CAST(dids.person_distinct_id_version AS BIGINT) AS person_distinct_id_version,
+                p.created_at AS created_at,
                 {flag("(p.is_deleted OR dids.is_deleted)")} AS is_deleted,
                 greatest(p._inserted_at, dids._inserted_at) AS _inserted_at
             FROM latest_distinct_ids AS dids JOIN latest_persons AS p ON dids.person_id = p.person_id
@@ -175,8 +177,9 @@ def sessions_sql(query: ModelQuery, d: SQLDialect) -> str:
         )  # fmt: skip
 
     def count(event: str) -> str:
-        return f"count(*) FILTER (WHERE event = '{event}')" if duck else f"countIf(event = '{event}')"
+        return f"count(*) FILTER (WHERE event = '{event}')" if duck else f"toInt64(countIf(event = '{event}'))"
 
+    flag = (lambda c: c) if duck else (lambda c: f"toBool({c})")
     seconds = "CAST(epoch(max(timestamp)) - epoch(min(timestamp)) AS BIGINT)" if duck else (
         "toInt64(dateDiff('second', min(timestamp), max(timestamp)))"
     )  # fmt: skip
@@ -219,7 +222,8 @@ def sessions_sql(query: ModelQuery, d: SQLDialect) -> str:
             {count("$pageview")} AS pageview_count,
             {count("$autocapture")} AS autocapture_count,
             {seconds} AS session_duration,
-            ({count("$pageview")} <= 1 AND {count("$autocapture")} = 0 AND {seconds} < {BOUNCE_SECONDS}) AS is_bounce,
+            {flag(f"({count('$pageview')} <= 1 AND {count('$autocapture')} = 0 AND {seconds} < {BOUNCE_SECONDS})")}
+                AS is_bounce,
             max(_inserted_at) AS _inserted_at
         FROM session_events
         GROUP BY session_id, team_id
