@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.utils import timezone
+from temporalio.client import WorkflowExecutionStatus
 
 from batchexports.engine import client as temporal
 from batchexports.engine import schedules
@@ -236,14 +237,20 @@ def test_cancelling_a_backfill_stops_it(api, project, worker, events_store, expo
     backfill_id = api.post(url, body, format="json").json()["backfill_id"]
     wait_for(lambda: BatchExportRun.objects.filter(backfill_id=backfill_id).exists(), what="the first run")
     assert api.post(f"{url}{backfill_id}/cancel/").json() == {"cancelled": True}
-    time.sleep(2)
-    backfill = BatchExportBackfill.objects.get(id=backfill_id)
-    assert backfill.status == "Cancelled"
+    assert BatchExportBackfill.objects.get(id=backfill_id).status == "Cancelled"
+    handle = temporal.client().get_workflow_handle(f"backfill-{backfill_id}")
+    wait_for(
+        lambda: temporal.call(handle.describe()).status == WorkflowExecutionStatus.CANCELED,
+        what="the backfill workflow to end cancelled",
+    )
+    wait_for(
+        lambda: not BatchExportRun.objects.filter(backfill_id=backfill_id, status__in=["Starting", "Running"]).exists(),
+        what="the last run to be finished",
+    )
     finished = BatchExportRun.objects.filter(backfill_id=backfill_id).count()
     time.sleep(2)
     assert BatchExportRun.objects.filter(backfill_id=backfill_id).count() == finished, "no run starts after cancel"
-    assert finished < backfill.total_runs
-    assert not BatchExportRun.objects.filter(backfill_id=backfill_id, status__in=["Starting", "Running"]).exists()
+    assert finished < BatchExportBackfill.objects.get(id=backfill_id).total_runs
 
 
 def test_reconcile_heals_schedules_and_starts_pending_backfills(api, project, engine_on_temporal, events_store):

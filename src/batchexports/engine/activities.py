@@ -10,9 +10,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
+import functools
 import logging
 import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from django.db import connection
 from django.utils import timezone
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
@@ -38,10 +42,26 @@ from batchexports.pipeline.run import Cancelled, CancelToken, ExportRun, Progres
 logger = logging.getLogger(__name__)
 
 NON_RETRYABLE = "NonRetryableError"
+T = TypeVar("T")
 # How often export_run heartbeats from its own thread, whatever the pipeline is doing; well under
 # the run workflow's heartbeat timeout, so a slow query never looks like a dead worker, while a
 # worker that died (SIGKILL, lost host) is noticed and its export retried within that timeout.
 HEARTBEAT_EVERY = 5.0
+
+
+def _own_connection(function: Callable[..., T]) -> Callable[..., T]:
+    """Activities run in pool threads: start from a live connection and close it when done, so that no
+    idle connection per worker thread outlives the activity (PostgreSQL counts them)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        bookkeeping.fresh_connection()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            connection.close()
+
+    return wrapper
 
 
 def _parse(value: str) -> dt.datetime:
@@ -49,8 +69,8 @@ def _parse(value: str) -> dt.datetime:
 
 
 @activity.defn
+@_own_connection
 def start_run(data: RunInput) -> StartedRun | None:
-    bookkeeping.fresh_connection()
     batch_export = BatchExport.objects.filter(id=data.batch_export_id, deleted=False).first()
     if batch_export is None:
         logger.info("batch export %s is gone: nothing to run", data.batch_export_id)
@@ -121,8 +141,8 @@ class _Heartbeater:
 
 
 @activity.defn
+@_own_connection
 def export_run(run_id: str) -> ExportOutcome:
-    bookkeeping.fresh_connection()
     run = BatchExportRun.objects.select_related("batch_export__destination").get(id=run_id)
     attempt = activity.info().attempt
     bookkeeping.mark_running(run, attempt)
@@ -154,8 +174,8 @@ def export_run(run_id: str) -> ExportOutcome:
 
 
 @activity.defn
+@_own_connection
 def finish_run(data: FinishRunInput) -> None:
-    bookkeeping.fresh_connection()
     if data.run_id is None:
         interval = data.interval
         if interval is None or interval.data_interval_end is None:
@@ -186,9 +206,9 @@ def finish_run(data: FinishRunInput) -> None:
 
 
 @activity.defn
+@_own_connection
 def start_backfill(data: BackfillInput) -> BackfillPlan | None:
     """Fix the backfill's range (clamped to the earliest data) and mark it Running."""
-    bookkeeping.fresh_connection()
     backfill = BatchExportBackfill.objects.select_related("batch_export").get(id=data.backfill_id)
     if backfill.status not in BatchExportBackfill.ACTIVE_STATUSES:
         return None
@@ -222,8 +242,8 @@ def start_backfill(data: BackfillInput) -> BackfillPlan | None:
 
 
 @activity.defn
+@_own_connection
 def finish_backfill(data: FinishBackfillInput) -> None:
-    bookkeeping.fresh_connection()
     bookkeeping.finish_backfill(data.backfill_id, data.status)
 
 
