@@ -237,7 +237,13 @@ def test_persons_and_sessions_models_export_too(tmp_path, export_dir):
     assert sessions["session_id"] == "s" and sessions["pageview_count"] == 1
 
 
-def test_a_destination_without_a_sink_fails_clearly(tmp_path):
+def test_a_destination_without_a_sink_fails_clearly(tmp_path, monkeypatch):
+    import dataclasses
+
+    from batchexports.destinations import registry
+
+    spec = registry.get("Databricks")
+    monkeypatch.setitem(registry._REGISTRY, "Databricks", dataclasses.replace(spec, sink_factory=None))
     store = store_with(tmp_path, known_events(1))
     with pytest.raises(NonRetryableError, match="cannot export yet"):
         export(file_run({}, destination_type="Databricks"), store)

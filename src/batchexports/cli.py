@@ -1,4 +1,4 @@
-"""The `batchexports` command: `up`, `api`, `bootstrap`, `api-key create`, `import`, `demo`, `migrate`."""
+"""The `batchexports` command: `up`, `api`, `bootstrap`, `api-key`, `set-password`, `import`, `demo`, `migrate`."""
 
 from __future__ import annotations
 
@@ -67,6 +67,42 @@ def cmd_api_key_create(args: argparse.Namespace) -> int:
         print(json.dumps({"id": str(key.id), "personal_api_key": value, "scopes": key.scopes}))
     else:
         print(value)
+    return 0
+
+
+def cmd_set_password(args: argparse.Namespace) -> int:
+    """Set a user's password (for the web page and /admin/): prompted twice, or one line on stdin."""
+    _setup_django()
+    _migrate()
+    from batchexports.accounts.models import User
+
+    user = User.objects.filter(email__iexact=args.email).first()
+    if user is None:
+        print(f"error: there is no user with email {args.email}", file=sys.stderr)
+        return 2
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        import getpass
+
+        password = getpass.getpass(f"New password for {user.email}: ")
+        if getpass.getpass("Repeat it: ") != password:
+            print("error: the passwords differ; nothing changed", file=sys.stderr)
+            return 2
+    if not password:
+        print("error: the password is empty; nothing changed", file=sys.stderr)
+        return 2
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.exceptions import ValidationError
+
+    try:
+        validate_password(password, user)
+    except ValidationError as error:
+        print(f"error: {' '.join(error.messages)}", file=sys.stderr)
+        return 2
+    user.set_password(password)
+    user.save(update_fields=["password"])
+    print(f"password of {user.email} changed")
     return 0
 
 
@@ -189,6 +225,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             load_demo(result.project, result.user, print)
 
     print(f"data directory:    {settings.DATA_DIR}")
+    print(f"web page:          http://{args.host}:{args.port}/")
     print(f"API:               http://{args.host}:{args.port}/api/", flush=True)
     run_up(lambda: _serve(args.host, args.port), after_start=after_start)
     return 0
@@ -233,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=int, default=2)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
+
+    set_password = sub.add_parser("set-password", help="set a user's password (web page and /admin/)")
+    set_password.add_argument("--email", required=True)
+    set_password.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    set_password.set_defaults(func=cmd_set_password)
 
     api_key = sub.add_parser("api-key", help="manage personal API keys")
     api_key_sub = api_key.add_subparsers(dest="api_key_command", required=True)

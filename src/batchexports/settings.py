@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "batchexports.accounts",
     "batchexports.exports",
+    "batchexports.web",
 ]
 
 MIDDLEWARE = [
@@ -96,6 +97,11 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
+
+# The web page (batchexports.web): its sign-in page, and where signing in and out lead.
+LOGIN_URL = "web:login"
+LOGIN_REDIRECT_URL = "web:home"
+LOGOUT_REDIRECT_URL = "web:login"
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"

@@ -1,4 +1,4 @@
-"""URL routes: the batch exports API under its three prefixes, health, OpenAPI and admin."""
+"""URL routes: the batch exports API under its three prefixes, health, OpenAPI, admin and the web page."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
@@ -15,4 +15,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     re_path(r"^(?:batch|capture|e|i/v0/e|track)/?$", capture.capture, name="capture"),
     re_path(r"^engage/?$", capture.engage, name="engage"),
+    # The web page, last: its routes must never shadow the API, health, admin or capture ones.
+    path("", include("batchexports.web.urls")),
 ]

@@ -34,7 +34,9 @@ class Scope:
 
 
 def _key(request: Request) -> PersonalAPIKey | None:
-    return request.auth if isinstance(request.auth, PersonalAPIKey) else None
+    # A plain Django request (the web page, signed in with a session) has no `auth`.
+    auth = getattr(request, "auth", None)
+    return auth if isinstance(auth, PersonalAPIKey) else None
 
 
 def _check_organization(request: Request, organization: Organization) -> None:
