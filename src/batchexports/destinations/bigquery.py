@@ -2,14 +2,19 @@
 Google Cloud service account whose key fields (`private_key`, `private_key_id`, `token_uri`,
 `client_email`) are copied from its JSON key file.
 
-Secrets: `private_key`, `private_key_id`. This module only validates configuration.
+Secrets: `private_key`, `private_key_id`. This module validates configuration; the sink
+(`bigquery_sink`) and the test steps (`bigquery_checks`) connect.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from rest_framework import serializers
 
-from batchexports.destinations.base import DestinationSpec
+from batchexports.destinations import bigquery_checks
+from batchexports.destinations.base import DestinationSpec, Sink
 from batchexports.destinations.file import EventFilterConfigSerializer
 from batchexports.destinations.http import HttpUrlField
 from batchexports.destinations.registry import register
@@ -32,6 +37,12 @@ class BigQueryConfigSerializer(EventFilterConfigSerializer):
     )
 
 
+def _bigquery_sink(config: Mapping[str, Any]) -> Sink:
+    from batchexports.destinations.bigquery_sink import BigQuerySink
+
+    return BigQuerySink(config)
+
+
 SPEC = register(
     DestinationSpec(
         type="BigQuery",
@@ -39,5 +50,7 @@ SPEC = register(
         config_serializer=BigQueryConfigSerializer,
         secret_fields=(("private_key",), ("private_key_id",)),
         description="Rows in a Google BigQuery table.",
+        test_steps=bigquery_checks.STEPS,
+        sink_factory=_bigquery_sink,
     )
 )

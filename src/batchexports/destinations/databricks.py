@@ -2,14 +2,19 @@
 through a SQL warehouse, authenticated as an OAuth service principal (`client_id` and
 `client_secret`, both secrets).
 
-This module only validates configuration; it does not connect.
+This module validates configuration; the sink (`databricks_sink`) and the test steps
+(`databricks_checks`) connect.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from rest_framework import serializers
 
-from batchexports.destinations.base import DestinationSpec
+from batchexports.destinations import databricks_checks
+from batchexports.destinations.base import DestinationSpec, Sink
 from batchexports.destinations.file import EventFilterConfigSerializer
 from batchexports.destinations.registry import register
 
@@ -41,6 +46,12 @@ class DatabricksConfigSerializer(EventFilterConfigSerializer):
         return host
 
 
+def _databricks_sink(config: Mapping[str, Any]) -> Sink:
+    from batchexports.destinations.databricks_sink import DatabricksSink
+
+    return DatabricksSink(config)
+
+
 SPEC = register(
     DestinationSpec(
         type="Databricks",
@@ -48,5 +59,7 @@ SPEC = register(
         config_serializer=DatabricksConfigSerializer,
         secret_fields=(("client_id",), ("client_secret",)),
         description="Rows in a Databricks Unity Catalog table.",
+        test_steps=databricks_checks.STEPS,
+        sink_factory=_databricks_sink,
     )
 )

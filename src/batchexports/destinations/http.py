@@ -2,17 +2,19 @@
 
 The receiving PostHog is named by its capture URL and identified by its project API key
 (`token`, kept secret). Only the `events` model can be sent this way. This module holds no
-HTTP client code; the sink does the sending.
+HTTP client code: the sink (`http_sink`) and the test steps (`http_checks`) do the sending.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from rest_framework import serializers
 
-from batchexports.destinations.base import DestinationSpec
+from batchexports.destinations import http_checks
+from batchexports.destinations.base import DestinationSpec, Sink
 from batchexports.destinations.file import EventFilterConfigSerializer
 from batchexports.destinations.registry import register
 
@@ -39,6 +41,12 @@ class HttpConfigSerializer(EventFilterConfigSerializer):
     token = serializers.CharField(trim_whitespace=False, help_text="Project API key of the receiving PostHog project.")
 
 
+def _http_sink(config: Mapping[str, Any]) -> Sink:
+    from batchexports.destinations.http_sink import HttpSink
+
+    return HttpSink(config)
+
+
 SPEC = register(
     DestinationSpec(
         type="HTTP",
@@ -47,5 +55,7 @@ SPEC = register(
         secret_fields=(("token",),),
         supported_models=frozenset({"events"}),
         description="Events sent in PostHog's /batch/ format to another PostHog instance.",
+        test_steps=http_checks.STEPS,
+        sink_factory=_http_sink,
     )
 )

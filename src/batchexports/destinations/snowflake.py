@@ -1,17 +1,19 @@
 """Config schema of the Snowflake destination: rows loaded into a table through a warehouse,
 authenticated by password or by key pair (a PEM private key, optionally encrypted).
 
-Secrets: `user`, `password`, `private_key`, `private_key_passphrase`. This module only
-validates configuration; it does not connect.
+Secrets: `user`, `password`, `private_key`, `private_key_passphrase`. This module validates
+configuration; the sink (`snowflake_sink`) and the test steps (`snowflake_checks`) connect.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rest_framework import serializers
 
-from batchexports.destinations.base import DestinationSpec
+from batchexports.destinations import snowflake_checks
+from batchexports.destinations.base import DestinationSpec, Sink
 from batchexports.destinations.file import EventFilterConfigSerializer
 from batchexports.destinations.registry import register
 
@@ -73,6 +75,12 @@ class SnowflakeConfigSerializer(EventFilterConfigSerializer):
         return attrs
 
 
+def _snowflake_sink(config: Mapping[str, Any]) -> Sink:
+    from batchexports.destinations.snowflake_sink import SnowflakeSink
+
+    return SnowflakeSink(config)
+
+
 SPEC = register(
     DestinationSpec(
         type="Snowflake",
@@ -80,5 +88,7 @@ SPEC = register(
         config_serializer=SnowflakeConfigSerializer,
         secret_fields=(("user",), ("password",), ("private_key",), ("private_key_passphrase",)),
         description="Rows in a Snowflake table.",
+        test_steps=snowflake_checks.STEPS,
+        sink_factory=_snowflake_sink,
     )
 )
