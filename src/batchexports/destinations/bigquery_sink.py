@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 import tempfile
@@ -38,11 +39,12 @@ from typing import Any
 
 import pyarrow as pa
 
+from batchexports.destinations import staging
 from batchexports.destinations.base import SinkResult
 from batchexports.destinations.errors import DestinationError, NonRetryableError, RetryableError
 from batchexports.destinations.testing import scrub
 from batchexports.pipeline.run import Cancelled, CancelToken, ExportRun, Progress, ProgressCallback
-from batchexports.pipeline.writers import JSON_COLUMNS, ParquetWriter
+from batchexports.pipeline.writers import JSON_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -235,48 +237,8 @@ def schema_fields(schema: pa.Schema, use_json_type: bool, staged: bool = False) 
     return fields
 
 
-def stage_parquet(
-    folder: Path,
-    batches: Iterable[pa.RecordBatch],
-    schema: pa.Schema,
-    progress: ProgressCallback | None,
-    cancel: CancelToken | None,
-    part_bytes: int = STAGE_FILE_BYTES,
-) -> tuple[list[Path], int, int]:
-    """Write `batches` as zstd Parquet files `part-N.parquet` in `folder`: (files, records, bytes)."""
-    files: list[Path] = []
-    records = total = 0
-    writer: ParquetWriter | None = None
-    raw: Any = None
-    state = Progress()
-    try:
-        for batch in batches:
-            if cancel:
-                cancel.raise_if_cancelled()
-            if writer is None:
-                files.append(folder / f"part-{len(files)}.parquet")
-                raw = open(files[-1], "wb")  # noqa: SIM115 - closed below
-                writer = ParquetWriter(raw, schema, "zstd")
-            writer.write(batch)
-            records += batch.num_rows
-            if writer.bytes_written >= part_bytes:
-                writer.close()
-                raw.close()
-                total += writer.bytes_written
-                writer = raw = None
-            if progress:
-                state.records_completed = records
-                state.bytes_exported = total + (writer.bytes_written if writer else 0)
-                progress(state)
-        if writer is not None:
-            writer.close()
-            total += writer.bytes_written
-    finally:
-        if raw is not None:
-            raw.close()
-    if cancel:
-        cancel.raise_if_cancelled()
-    return files, records, total
+# Staged with this warehouse's preferred file size.
+stage_parquet = functools.partial(staging.stage_parquet, part_bytes=STAGE_FILE_BYTES)
 
 
 # --- the sink ---------------------------------------------------------------------------------

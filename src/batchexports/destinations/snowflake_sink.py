@@ -32,6 +32,7 @@ whose message names what to fix; dropped connections, timeouts and Snowflake's 5
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import re
@@ -42,11 +43,12 @@ from typing import Any
 
 import pyarrow as pa
 
+from batchexports.destinations import staging
 from batchexports.destinations.base import SinkResult
 from batchexports.destinations.errors import DestinationError, NonRetryableError, RetryableError
 from batchexports.destinations.testing import scrub
 from batchexports.pipeline.run import Cancelled, CancelToken, ExportRun, Progress, ProgressCallback
-from batchexports.pipeline.writers import JSON_COLUMNS, ParquetWriter
+from batchexports.pipeline.writers import JSON_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -328,53 +330,8 @@ def _as_json_text(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> tuple
 # --- staging --------------------------------------------------------------------------------
 
 
-def stage_parquet(
-    folder: Path,
-    batches: Iterable[pa.RecordBatch],
-    schema: pa.Schema,
-    progress: ProgressCallback | None,
-    cancel: CancelToken | None,
-    part_bytes: int = STAGE_FILE_BYTES,
-) -> tuple[list[Path], int, int]:
-    """Write `batches` as zstd Parquet files `part-N.parquet` in `folder`: (files, records, bytes)."""
-    files: list[Path] = []
-    records = total = 0
-    state = Progress()
-    writer: ParquetWriter | None = None
-    raw: Any = None
-
-    def finish() -> None:
-        nonlocal writer, raw, total
-        if writer is not None:
-            writer.close()
-            raw.close()
-            total += writer.bytes_written
-            writer = raw = None
-
-    try:
-        for batch in batches:
-            if cancel:
-                cancel.raise_if_cancelled()
-            if writer is None:
-                path = folder / f"part-{len(files)}.parquet"
-                raw = open(path, "wb")  # noqa: SIM115 - closed in finish()
-                writer = ParquetWriter(raw, schema, "zstd")
-                files.append(path)
-            writer.write(batch)
-            records += batch.num_rows
-            if writer.bytes_written >= part_bytes:
-                finish()
-            if progress:
-                state.records_completed = records
-                state.bytes_exported = total + (writer.bytes_written if writer else 0)
-                progress(state)
-        finish()
-    finally:
-        if raw is not None:
-            raw.close()
-    if cancel:
-        cancel.raise_if_cancelled()
-    return files, records, total
+# Staged with this warehouse's preferred file size.
+stage_parquet = functools.partial(staging.stage_parquet, part_bytes=STAGE_FILE_BYTES)
 
 
 # --- the sink -------------------------------------------------------------------------------
