@@ -49,10 +49,10 @@ def run_case(store_path: str, case: str, target: str, out_dir: str, s3: dict | N
     began = time.perf_counter()
     with PeakRSS() as memory:
         if target == "duckdb-copy":
-            sql, params = model_queries.model_sql(ModelQuery("events", 1, START, START + HOUR))
+            sql = model_queries.model_sql(ModelQuery("events", 1, START, START + HOUR))
             cursor = store._cursor()
             target_file = out / f"copy.{file_format.lower()}"
-            cursor.execute(f"COPY ({sql}) TO '{target_file}' {copy_options}", params)
+            cursor.execute(f"COPY ({sql}) TO '{target_file}' {copy_options}")
             rows = -1
         else:
             os.environ["BATCHEXPORTS_EXPORT_DIR"] = str(out)
