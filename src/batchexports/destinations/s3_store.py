@@ -1,6 +1,6 @@
 """The S3 object store: exported files as objects of an AWS S3 bucket or an S3-compatible store.
 
-An object is streamed through a multipart upload: the writer buffers one part (16 MiB by
+An object is streamed through a multipart upload: the writer buffers one part (8 MiB by
 default, never less than S3's 5 MiB minimum), hands full parts to a small thread pool and
 blocks while `max_in_flight` parts are uploading, so memory stays near
 `part_size * (max_in_flight + 1)` whatever the size of the file. `commit()` completes the
@@ -30,8 +30,8 @@ from batchexports.destinations.errors import DestinationError, NonRetryableError
 logger = logging.getLogger(__name__)
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3 rejects smaller parts, except the last one
-DEFAULT_PART_SIZE = 16 * 1024 * 1024
-DEFAULT_MAX_IN_FLIGHT = 4
+DEFAULT_PART_SIZE = 8 * 1024 * 1024  # 10,000 parts: objects up to 80 GB; split larger exports with max_file_size_mb
+DEFAULT_MAX_IN_FLIGHT = 3
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 120
