@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from batchexports.engine import activities
     from batchexports.engine.config import TASK_QUEUE
     from batchexports.engine.inputs import BackfillInput, FinishBackfillInput, RunInput
-    from batchexports.engine.run_workflow import RunWorkflow
+    from batchexports.engine.run_workflow import RunWorkflow, cancel_requested
     from batchexports.exports.intervals import IntervalCalendar
 
 BOOKKEEPING = {"start_to_close_timeout": timedelta(minutes=2), "retry_policy": RetryPolicy(maximum_attempts=20)}
@@ -44,6 +44,11 @@ class BackfillWorkflow:
                 for index, interval in enumerate(intervals):
                     if index < data.done:
                         continue
+                    if cancel_requested():
+                        # Cancelled while the previous run finished anyway (its activity or child
+                        # completed as the request came): the SDK then returns its result and the
+                        # request would be lost; stop here instead of starting the next interval.
+                        raise asyncio.CancelledError()
                     if index - data.done >= CONTINUE_AS_NEW_EVERY:
                         workflow.continue_as_new(BackfillInput(data.backfill_id, index))
                     run = RunInput(
@@ -54,6 +59,9 @@ class BackfillWorkflow:
                         run,
                         id=f"{data.backfill_id}-{interval.end.isoformat()}",
                         task_queue=TASK_QUEUE,
+                        # A run still starting when the backfill ends cancelled is cancelled too (it then
+                        # marks its row Cancelled), not terminated with its row left Starting.
+                        parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
                     )
         except (asyncio.CancelledError, CancelledError):
             await asyncio.shield(

@@ -31,6 +31,14 @@ EXPORT_RETRY = RetryPolicy(
 )
 
 
+def cancel_requested() -> bool:
+    """Whether this workflow was asked to cancel, even if the SDK since swallowed the request (an
+    awaited activity or child that completed anyway returns its result). Needs a temporalio with
+    `workflow.cancellation_reason()`; with an older one this is always False."""
+    reason = getattr(workflow, "cancellation_reason", None)
+    return reason is not None and reason() is not None
+
+
 def _reason(error: BaseException) -> str:
     """The message of the innermost application error: what the destination said."""
     while error.__cause__ is not None and not isinstance(error, ApplicationError):
@@ -46,10 +54,16 @@ class RunWorkflow:
             fired_for = workflow.info().typed_search_attributes.get(SCHEDULED_START)
             if fired_for is not None:
                 data = dataclasses.replace(data, scheduled_at=fired_for.isoformat())
+        if cancel_requested():
+            raise asyncio.CancelledError()  # cancelled before it began (its backfill was): no run row
+        # Shielded: cancelled while start_run creates the run's row, the workflow waits for it (else
+        # the row could be written after the finish below and stay Starting), then cancels that row.
+        starting = asyncio.ensure_future(workflow.execute_activity(activities.start_run, data, **BOOKKEEPING))
         try:
-            started = await workflow.execute_activity(activities.start_run, data, **BOOKKEEPING)
+            started = await asyncio.shield(starting)
         except (asyncio.CancelledError, CancelledError):
-            await self._finish(FinishRunInput(None, "Cancelled", interval=data))
+            started = await starting
+            await self._finish(FinishRunInput(started.run_id if started else None, "Cancelled", interval=data))
             raise
         if started is None:
             return "Skipped"
