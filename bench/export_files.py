@@ -44,7 +44,7 @@ def run_case(store_path: str, case: str, target: str, out_dir: str, s3: dict | N
     from batchexports.pipeline.run import ExportRun
 
     file_format, codec, copy_options = CASES[case]
-    store = DuckDBEventsStore(store_path, memory_limit="256MB")
+    store = DuckDBEventsStore(store_path)  # the service's default buffer pool (BATCHEXPORTS_DUCKDB_MEMORY_LIMIT)
     out = Path(out_dir)
     began = time.perf_counter()
     with PeakRSS() as memory:

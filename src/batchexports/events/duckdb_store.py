@@ -36,7 +36,7 @@ class DuckDBEventsStore(IngestingStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         spill = self.path.parent / "duckdb_tmp"
         config = {
-            "memory_limit": memory_limit or os.environ.get("BATCHEXPORTS_DUCKDB_MEMORY_LIMIT", "256MB"),
+            "memory_limit": memory_limit or os.environ.get("BATCHEXPORTS_DUCKDB_MEMORY_LIMIT", "192MB"),
             "temp_directory": str(spill),
             "preserve_insertion_order": False,
         }
