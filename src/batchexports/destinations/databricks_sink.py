@@ -48,7 +48,6 @@ from batchexports.destinations.base import SinkResult
 from batchexports.destinations.errors import DestinationError, NonRetryableError, RetryableError
 from batchexports.destinations.testing import scrub
 from batchexports.pipeline.run import Cancelled, CancelToken, ExportRun, Progress, ProgressCallback
-from batchexports.pipeline.writers import JSON_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -57,16 +56,7 @@ TOKEN_TIMEOUT = 30.0
 SOCKET_TIMEOUT = 900.0
 SECRET_FIELDS = ("client_id", "client_secret")
 
-MERGE_KEYS: dict[str, tuple[str, ...]] = {
-    "events": ("uuid",),
-    "persons": ("team_id", "distinct_id"),
-    "sessions": ("team_id", "session_id"),
-}
-VERSION_COLUMNS: dict[str, tuple[str, ...]] = {
-    "events": (),
-    "persons": ("person_version", "person_distinct_id_version"),
-    "sessions": ("_inserted_at",),
-}
+MERGE_KEYS, VERSION_COLUMNS = staging.MERGE_KEYS, staging.VERSION_COLUMNS
 
 
 def quote(name: str) -> str:
@@ -258,8 +248,7 @@ def classified(config: Mapping[str, Any]) -> Iterator[None]:
 # --- schema -----------------------------------------------------------------------------------
 
 
-def _is_json(field: pa.Field) -> bool:
-    return field.name in JSON_COLUMNS and (pa.types.is_string(field.type) or pa.types.is_large_string(field.type))
+_is_json = staging.is_json
 
 
 def _scalar_type(kind: pa.DataType) -> str:

@@ -57,16 +57,7 @@ LOGIN_TIMEOUT = 30
 NETWORK_TIMEOUT = 600
 SECRET_FIELDS = ("user", "password", "private_key", "private_key_passphrase")
 
-MERGE_KEYS: dict[str, tuple[str, ...]] = {
-    "events": ("uuid",),
-    "persons": ("team_id", "distinct_id"),
-    "sessions": ("team_id", "session_id"),
-}
-VERSION_COLUMNS: dict[str, tuple[str, ...]] = {
-    "events": (),
-    "persons": ("person_version", "person_distinct_id_version"),
-    "sessions": ("_inserted_at",),
-}
+MERGE_KEYS, VERSION_COLUMNS = staging.MERGE_KEYS, staging.VERSION_COLUMNS
 _VARIANT_TYPES = ("VARIANT", "OBJECT", "ARRAY")
 _PLAIN_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 

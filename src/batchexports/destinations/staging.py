@@ -1,5 +1,6 @@
-"""Staging record batches as local Parquet files, for the warehouses that load files (Snowflake's
-table stage, BigQuery load jobs, Databricks volumes).
+"""What the warehouses that load staged files share (Snowflake's table stage, BigQuery load jobs,
+Databricks volumes): the keys and version columns each model merges on, which columns hold JSON,
+and staging record batches as local Parquet files.
 
 Files are zstd Parquet parts of bounded size, so memory stays bounded by one part's buffers, and
 progress and cancellation are honoured between batches, as in the file exporter.
@@ -14,9 +15,26 @@ from typing import Any
 import pyarrow as pa
 
 from batchexports.pipeline.run import CancelToken, Progress, ProgressCallback
-from batchexports.pipeline.writers import ParquetWriter
+from batchexports.pipeline.writers import JSON_COLUMNS, ParquetWriter
 
 DEFAULT_PART_BYTES = 128 * 1024 * 1024
+
+# The row a model's row replaces in the destination, and which columns say that it is newer.
+MERGE_KEYS: dict[str, tuple[str, ...]] = {
+    "events": ("uuid",),
+    "persons": ("team_id", "distinct_id"),
+    "sessions": ("team_id", "session_id"),
+}
+VERSION_COLUMNS: dict[str, tuple[str, ...]] = {
+    "events": (),
+    "persons": ("person_version", "person_distinct_id_version"),
+    "sessions": ("_inserted_at",),
+}
+
+
+def is_json(field: pa.Field) -> bool:
+    """A string column that holds JSON documents (typed JSON/VARIANT in the warehouse)."""
+    return field.name in JSON_COLUMNS and (pa.types.is_string(field.type) or pa.types.is_large_string(field.type))
 
 
 def stage_parquet(
