@@ -1,14 +1,19 @@
 """Config schema of the PostgreSQL destination: rows inserted into a table of a database.
 
 Both `user` and `password` are secrets. Redshift speaks the same protocol and extends this
-schema (see `redshift.py`). This module only validates configuration; it does not connect.
+schema (see `redshift.py`). This module validates configuration and wires the sink and the test
+steps; the I/O lives in `postgres_sink.py` and `postgres_checks.py` (psycopg imported lazily).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from rest_framework import serializers
 
-from batchexports.destinations.base import DestinationSpec
+from batchexports.destinations import postgres_checks
+from batchexports.destinations.base import DestinationSpec, Sink
 from batchexports.destinations.file import EventFilterConfigSerializer
 from batchexports.destinations.registry import register
 
@@ -38,6 +43,12 @@ class PostgresConfigSerializer(EventFilterConfigSerializer):
     )
 
 
+def _postgres_sink(config: Mapping[str, Any]) -> Sink:
+    from batchexports.destinations.postgres_sink import PostgresSink
+
+    return PostgresSink(config)
+
+
 SPEC = register(
     DestinationSpec(
         type="Postgres",
@@ -45,5 +56,7 @@ SPEC = register(
         config_serializer=PostgresConfigSerializer,
         secret_fields=(("user",), ("password",)),
         description="Rows in a PostgreSQL table.",
+        test_steps=postgres_checks.STEPS,
+        sink_factory=lambda config: _postgres_sink(config),
     )
 )
