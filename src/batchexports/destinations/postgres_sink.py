@@ -56,6 +56,7 @@ import logging
 import queue
 import struct
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -794,16 +795,18 @@ def plan_load(
 # -- loading in parallel ---------------------------------------------------------------------------
 
 
-class LoadSession:
+class LoadSession(ABC):
     """One loader thread's connection to the stage table."""
 
+    @abstractmethod
     def send(self, batch: pa.RecordBatch) -> int:
         """Load the rows of `batch`; return the bytes sent."""
-        raise NotImplementedError
 
+    @abstractmethod
     def finish(self) -> None:
         """Commit what was sent."""
 
+    @abstractmethod
     def abort(self) -> None:
         """Discard what was sent (best effort; never raises)."""
 
@@ -1201,7 +1204,8 @@ class StagedSink:
         return loader.progress()
 
     def open_session(self, plan: LoadPlan) -> LoadSession:
-        raise NotImplementedError
+        """A loader's session on the single stage table (Redshift); PostgreSQL loads segments instead."""
+        raise NotImplementedError(f"{type(self).__name__} does not load through a single stage table")
 
     def check_batch(self, plan: LoadPlan, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Refuse a batch the destination cannot store (Redshift's VARCHAR limits); PostgreSQL takes all."""
