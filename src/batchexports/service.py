@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 
 logger = logging.getLogger("batchexports.service")
@@ -38,14 +39,24 @@ class BackgroundWorker:
         self._stop: asyncio.Event | None = None
         self._done = None
 
-    def start(self) -> None:
+    def start(self, ready_timeout: float = 60) -> None:
+        """Start the worker and return once it polls (or raise what stopped it)."""
         from batchexports.engine.worker import run_worker
+
+        ready = threading.Event()
 
         async def main() -> None:
             self._stop = asyncio.Event()
-            await run_worker(await self._temporal._shared_client(), self._stop)
+            await run_worker(await self._temporal._shared_client(), self._stop, ready)
 
         self._done = self._temporal.engine_loop().submit(main())
+        deadline = time.monotonic() + ready_timeout
+        while not ready.wait(0.1):
+            if self._done.done():
+                self._done.result()  # raises what stopped it
+                raise RuntimeError("the worker stopped before it started polling")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the worker did not start polling within {ready_timeout:.0f} s")
 
     def stop(self, timeout: float = 30) -> None:
         if self._done is None:

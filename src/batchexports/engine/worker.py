@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -25,20 +26,12 @@ from batchexports.engine.run_workflow import RunWorkflow
 logger = logging.getLogger(__name__)
 
 
-# Modules the workflow sandbox must share with the process instead of re-importing. Besides
-# speed, this matters for correctness: while the sandbox imports, other threads (the API's
-# capture, the activities) could see its copies of native modules such as pyarrow, and DuckDB
-# then fails to recognise a pyarrow table ("std::bad_cast").
-PASSTHROUGH_MODULES = (
-    "batchexports", "django", "rest_framework", "pyarrow", "duckdb", "boto3", "botocore", "azure", "psycopg",
-    "zoneinfo", "pytz",
-)  # fmt: skip
-
-
 def workflow_runner() -> SandboxedWorkflowRunner:
-    return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
-    )
+    """The sandbox still checks workflow code for non-deterministic calls, but imports nothing
+    itself: while it imports, other threads of the process (the API's capture, activities) could
+    meet its copies of modules, and DuckDB then fails to recognise a pyarrow table (seen as
+    "std::bad_cast" when a worker started beside an import)."""
+    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_all_modules())
 
 
 def max_concurrent_activities() -> int:
@@ -58,11 +51,13 @@ def build_worker(client: Client, executor: ThreadPoolExecutor) -> Worker:
     )
 
 
-async def run_worker(client: Client, stop: asyncio.Event) -> None:
-    """Reconcile, then work until `stop` is set."""
+async def run_worker(client: Client, stop: asyncio.Event, ready: threading.Event | None = None) -> None:
+    """Reconcile, then work until `stop` is set; `ready` is set once the worker polls."""
     await reconcile(client)
     with ThreadPoolExecutor(max_workers=max_concurrent_activities(), thread_name_prefix="activity") as executor:
         worker = build_worker(client, executor)
         async with worker:
             logger.info("worker polling task queue %r", TASK_QUEUE)
+            if ready is not None:
+                ready.set()
             await stop.wait()
