@@ -33,7 +33,7 @@ import functools
 import hashlib
 import logging
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,9 @@ import pyarrow as pa
 
 from batchexports.destinations import staging
 from batchexports.destinations.base import SinkResult
-from batchexports.destinations.errors import DestinationError, NonRetryableError, RetryableError
+from batchexports.destinations.errors import DestinationError, NonRetryableError, RetryableError, classified_by
 from batchexports.destinations.testing import scrub
-from batchexports.pipeline.run import Cancelled, CancelToken, ExportRun, Progress, ProgressCallback
+from batchexports.pipeline.run import CancelToken, ExportRun, Progress, ProgressCallback
 
 logger = logging.getLogger(__name__)
 
@@ -142,14 +142,8 @@ def classify(error: BaseException, config: Mapping[str, Any], what: str = "") ->
     return RetryableError(f"BigQuery failed ({type(error).__name__}); the run will retry: {message}")
 
 
-@contextlib.contextmanager
-def classified(config: Mapping[str, Any], what: str = "") -> Iterator[None]:
-    try:
-        yield
-    except (DestinationError, Cancelled):
-        raise
-    except Exception as error:
-        raise classify(error, config, what) from None
+def classified(config: Mapping[str, Any], what: str = "") -> contextlib.AbstractContextManager[None]:
+    return classified_by(classify, config, what)
 
 
 # --- client -----------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +45,9 @@ import pyarrow as pa
 
 from batchexports.destinations import staging
 from batchexports.destinations.base import SinkResult
-from batchexports.destinations.errors import DestinationError, NonRetryableError, RetryableError
+from batchexports.destinations.errors import DestinationError, NonRetryableError, RetryableError, classified_by
 from batchexports.destinations.testing import scrub
-from batchexports.pipeline.run import Cancelled, CancelToken, ExportRun, Progress, ProgressCallback
+from batchexports.pipeline.run import CancelToken, ExportRun, Progress, ProgressCallback
 
 logger = logging.getLogger(__name__)
 
@@ -235,14 +235,8 @@ def classify(error: BaseException, config: Mapping[str, Any]) -> DestinationErro
     return RetryableError(f"Databricks failed ({name}); the run will retry: {message}")
 
 
-@contextlib.contextmanager
-def classified(config: Mapping[str, Any]) -> Iterator[None]:
-    try:
-        yield
-    except (DestinationError, Cancelled):
-        raise
-    except Exception as error:
-        raise classify(error, config) from None
+def classified(config: Mapping[str, Any]) -> contextlib.AbstractContextManager[None]:
+    return classified_by(classify, config)
 
 
 # --- schema -----------------------------------------------------------------------------------

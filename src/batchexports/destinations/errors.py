@@ -5,6 +5,10 @@ Messages must never contain credentials; they are shown in the API, the web page
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
 
 class DestinationError(Exception):
     """Base of the errors a sink raises on purpose."""
@@ -22,3 +26,17 @@ class NonRetryableError(DestinationError):
     """A failure retrying cannot fix (credentials, permissions, missing bucket or table, bad config)."""
 
     retryable = False
+
+
+@contextlib.contextmanager
+def classified_by(classify: Callable[..., DestinationError], *context: Any) -> Iterator[None]:
+    """Raise whatever a client library raises inside as `classify(error, *context)`; our own errors
+    and cancellation pass through unchanged."""
+    from batchexports.pipeline.run import Cancelled
+
+    try:
+        yield
+    except (DestinationError, Cancelled):
+        raise
+    except Exception as error:
+        raise classify(error, *context) from None
