@@ -109,6 +109,21 @@ def prefix(request: pytest.FixtureRequest, project: Project) -> str:
     return prefix_for(request.param, project)
 
 
+def walk(api: Any, url: str, params: dict[str, str] | None = None) -> list[list[dict[str, Any]]]:
+    """Every page of a cursor-paginated list, following `next` to the end."""
+    pages = []
+    response = api.get(url, params or {})
+    while True:
+        assert response.status_code == 200, response.json()
+        body = response.json()
+        assert set(body) == {"next", "previous", "results"}
+        pages.append(body["results"])
+        if body["next"] is None:
+            return pages
+        assert len(pages) < 20, "pagination does not end"
+        response = api.get(body["next"])
+
+
 def s3_destination(**overrides: Any) -> dict[str, Any]:
     config = {
         "bucket_name": "analytics",

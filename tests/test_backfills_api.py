@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from batchexports.engine.recording import EngineCall, RecordingEngine
 from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportRun
-from tests.conftest import export_payload
+from tests.conftest import export_payload, walk
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
@@ -30,20 +30,6 @@ def create_export(api: Any, prefix: str, **overrides: Any) -> BatchExport:
 
 def iso(moment: dt.datetime | None) -> str | None:
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if moment else None
-
-
-def walk(api: Any, url: str, params: dict[str, str] | None = None) -> list[list[dict[str, Any]]]:
-    pages = []
-    response = api.get(url, params or {})
-    while True:
-        assert response.status_code == 200, response.json()
-        body = response.json()
-        assert set(body) == {"next", "previous", "results"}
-        pages.append(body["results"])
-        if body["next"] is None:
-            return pages
-        assert len(pages) < 20, "pagination does not end"
-        response = api.get(body["next"])
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from django.utils import timezone
 from batchexports.accounts.models import Project
 from batchexports.engine.recording import EngineCall, RecordingEngine
 from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportLogEntry, BatchExportRun
-from tests.conftest import export_payload, prefix_for
+from tests.conftest import export_payload, prefix_for, walk
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
@@ -46,21 +46,6 @@ def set_created_at(runs: list[BatchExportRun], created: list[dt.datetime]) -> No
 
 def iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def walk(api: Any, url: str, params: dict[str, str] | None = None) -> list[list[dict[str, Any]]]:
-    """Every page of a cursor-paginated list, following `next` to the end."""
-    pages = []
-    response = api.get(url, params or {})
-    while True:
-        assert response.status_code == 200, response.json()
-        body = response.json()
-        assert set(body) == {"next", "previous", "results"}
-        pages.append(body["results"])
-        if body["next"] is None:
-            return pages
-        assert len(pages) < 20, "pagination does not end"
-        response = api.get(body["next"])
 
 
 @pytest.fixture
