@@ -1,21 +1,31 @@
-# The two set-up commands of the README: `make up` and `make test`. Each bootstraps .venv.
+# The two set-up commands of the README: `make up` and `make test`. Each bootstraps .venv: `make up`
+# with the runtime dependencies only, `make test` adds the test extras and Azurite (npm).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The PostgreSQL leg of the test suite; pytest-django creates and drops test_<name> itself.
 TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: install up demo worker test test-sqlite test-postgres lint format clean
+PIP := $(BIN)/pip install -q --disable-pip-version-check
 
-install: $(VENV)/.installed
+.PHONY: install install-test up demo worker test test-sqlite test-postgres lint format clean
 
-$(VENV)/.installed: pyproject.toml package.json
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
-	@# Azurite (the Azure Blob emulator) for the Azure destination's tests, from the npm registry.
+# What the service needs to run, nothing more.
+install: $(VENV)/.installed-runtime
+
+$(VENV)/.installed-runtime: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e .
+	touch $@
+
+# The runtime plus what the tests use: pytest, the real clients, the emulators.
+install-test: $(VENV)/.installed-test
+
+$(VENV)/.installed-test: $(VENV)/.installed-runtime pyproject.toml package.json
+	$(PIP) -e '.[test]'
+	@# Node tools of the tests (Azurite, the JavaScript SDKs), from the npm registry.
 	@if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --loglevel=error; \
-	else echo "npm not found: the Azure Blob tests will be skipped (install Node.js to run them)"; fi
+	else echo "npm not found: the tests that need Node.js will be skipped (install Node.js to run them)"; fi
 	touch $@
 
 up: install
@@ -27,7 +37,7 @@ demo: install
 
 test: test-sqlite test-postgres
 
-test-sqlite: install
+test-sqlite: install-test
 	$(BIN)/pytest -q -p no:cacheprovider
 
 # The suites that use the metadata database, again on the local PostgreSQL server (the scaled
@@ -37,7 +47,7 @@ POSTGRES_SUITES = tests/test_accounts.py tests/test_auth_and_scopes.py tests/tes
 	tests/test_logs_and_metrics.py tests/test_destination_tests_api.py tests/test_capture.py \
 	tests/test_persons.py tests/test_hogql_exports.py tests/test_engine.py
 
-test-postgres: install
+test-postgres: install-test
 	@if $(BIN)/python -c "import psycopg,sys; psycopg.connect('$(TEST_POSTGRES_URL)', connect_timeout=3).close()" 2>/dev/null; then \
 		DATABASE_URL='$(TEST_POSTGRES_URL)' $(BIN)/pytest -q -p no:cacheprovider $(POSTGRES_SUITES); \
 	elif [ -n "$$CI" ]; then \
@@ -46,11 +56,11 @@ test-postgres: install
 		echo "SKIPPED: the PostgreSQL leg of the tests (no server at $(TEST_POSTGRES_URL))"; \
 	fi
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 
-format: install
+format: install-test
 	$(BIN)/ruff check --fix src tests
 	$(BIN)/ruff format src tests
 
