@@ -94,7 +94,7 @@ def test_bootstrap_without_json_shows_the_key_once_and_the_generated_password(
     assert "peter@initech.example / " not in out
 
 
-def test_bootstrap_twice_reuses_everything_but_the_key(db: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bootstrap_twice_reuses_everything_and_mints_no_second_key(db: Any, capsys: pytest.CaptureFixture[str]) -> None:
     args = ("--organization", "Initech", "--email", "peter@initech.example")
     first = bootstrap_json(capsys, *args)
     before = counts()
@@ -104,11 +104,28 @@ def test_bootstrap_twice_reuses_everything_but_the_key(db: Any, capsys: pytest.C
     assert second["organization_id"] == first["organization_id"]
     assert second["project_id"] == first["project_id"]
     assert second["project_api_key"] == first["project_api_key"]
+    assert second["personal_api_key"] is None
+    assert PersonalAPIKey.objects.count() == 1
+
+
+def test_bootstrap_new_key_mints_another_working_key(db: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ("--organization", "Initech", "--email", "peter@initech.example")
+    first = bootstrap_json(capsys, *args)
+    second = bootstrap_json(capsys, *args, "--new-key")
+    assert second["personal_api_key"].startswith("phx_")
     assert second["personal_api_key"] != first["personal_api_key"]
     assert PersonalAPIKey.objects.count() == 2
-    # Both keys work: the second run does not revoke the first.
+    # Both keys work: a new key does not revoke the first.
     for value in (first["personal_api_key"], second["personal_api_key"]):
         assert with_key(value).get(f"/api/projects/{first['project_id']}/batch_exports/").status_code == 200
+
+
+def test_bootstrap_again_without_json_says_how_to_get_a_key(db: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    run_cli(capsys, "bootstrap")
+    code, out, _ = run_cli(capsys, "bootstrap")
+    assert code == 0
+    assert "phx_" not in out
+    assert "--new-key" in out
 
 
 def test_bootstrap_matches_the_email_case_insensitively(db: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,10 +142,10 @@ def test_bootstrap_of_an_existing_user_into_a_new_organization(db: Any, capsys: 
     assert User.objects.count() == 1
     user = User.objects.get()
     assert set(user.organizations.values_list("name", flat=True)) == {"Initech", "Initrode"}
-    # The key of either run reaches both organizations' projects.
-    for value in (first["personal_api_key"], second["personal_api_key"]):
-        for project_id in (first["project_id"], second["project_id"]):
-            assert with_key(value).get(f"/api/projects/{project_id}/batch_exports/").status_code == 200
+    # The user's key, made with the user, reaches both organizations' projects.
+    assert second["personal_api_key"] is None
+    for project_id in (first["project_id"], second["project_id"]):
+        assert with_key(first["personal_api_key"]).get(f"/api/projects/{project_id}/batch_exports/").status_code == 200
 
 
 def test_bootstrap_key_works_against_the_api(db: Any, capsys: pytest.CaptureFixture[str], engine: Any) -> None:

@@ -33,7 +33,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     _migrate()
     from batchexports.accounts.bootstrap import bootstrap
 
-    result = bootstrap(args.organization, args.email)
+    result = bootstrap(args.organization, args.email, new_key=args.new_key)
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
@@ -45,7 +45,10 @@ def _print_bootstrap(result: object) -> None:
     data = result.as_dict()  # type: ignore[attr-defined]
     print(f"organization id:   {data['organization_id']}")
     print(f"project id:        {data['project_id']}")
-    print(f"personal API key:  {data['personal_api_key']}   (shown once; scope *)")
+    if data["personal_api_key"]:
+        print(f"personal API key:  {data['personal_api_key']}   (shown once; scope *)")
+    else:
+        print("personal API key:  not shown again (`batchexports bootstrap --new-key` mints a new one)")
     print(f"project API key:   {data['project_api_key']}   (for capture)")
     password = getattr(result, "generated_password", None)
     if password:
@@ -256,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--organization", default="Default")
     boot.add_argument("--email", default="admin@localhost")
     boot.add_argument("--json", action="store_true")
+    boot.add_argument(
+        "--new-key", action="store_true", help="mint a new full-access personal API key (one is made with the user)"
+    )
     boot.set_defaults(func=cmd_bootstrap)
 
     importer = sub.add_parser("import", help="load past events from a Parquet, JSON lines or CSV file")

@@ -20,7 +20,7 @@ class BootstrapResult:
     organization: Organization
     project: Project
     user: User
-    personal_api_key: str
+    personal_api_key: str | None  # minted when the user was created now, or when asked for
     generated_password: str | None  # set only when the user was created now
 
     def as_dict(self) -> dict[str, object]:
@@ -33,7 +33,14 @@ class BootstrapResult:
 
 
 @transaction.atomic
-def bootstrap(organization_name: str = DEFAULT_ORGANIZATION, email: str = DEFAULT_EMAIL) -> BootstrapResult:
+def bootstrap(
+    organization_name: str = DEFAULT_ORGANIZATION, email: str = DEFAULT_EMAIL, new_key: bool = False
+) -> BootstrapResult:
+    """Find or create the organization, its first project and the admin user.
+
+    A full-access key is minted only for a user created now or when `new_key` is asked for: running
+    bootstrap again (scripts do, to read the ids) must not leave a new `*` key behind each time.
+    """
     organization, _ = Organization.objects.get_or_create(name=organization_name)
     project = organization.projects.order_by("id").first()
     if project is None:
@@ -46,7 +53,9 @@ def bootstrap(organization_name: str = DEFAULT_ORGANIZATION, email: str = DEFAUL
     OrganizationMembership.objects.get_or_create(
         organization=organization, user=user, defaults={"level": OrganizationMembership.Level.ADMIN}
     )
-    _, value = PersonalAPIKey.create_for(user, [scope_names.ALL], label="bootstrap")
+    value = None
+    if password is not None or new_key:
+        _, value = PersonalAPIKey.create_for(user, [scope_names.ALL], label="bootstrap")
     return BootstrapResult(organization, project, user, value, password)
 
 
