@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import subprocess
 from typing import Any
 
 import pytest
@@ -126,6 +127,24 @@ def test_bootstrap_again_without_json_says_how_to_get_a_key(db: Any, capsys: pyt
     assert code == 0
     assert "phx_" not in out
     assert "--new-key" in out
+
+
+def test_bootstrap_env_prints_shell_assignments_that_eval_to_the_ids(db: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "bootstrap", "--env", "--organization", "O'Brien & Co")
+    assert code == 0
+    shell = subprocess.run(
+        ["bash", "-c", f'eval "$1"; printf "%s\\n" "$ORGANIZATION" "$PROJECT" "$KEY" "$PROJECT_KEY"', "_", out],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    organization_id, project_id, key, project_key = shell.stdout.splitlines()
+    project = Project.objects.get(id=int(project_id))
+    assert str(project.organization_id) == organization_id
+    assert project.organization.name == "O'Brien & Co"
+    assert project_key == project.api_token
+    assert PersonalAPIKey.objects.get().secure_value == keys.hash_key(key)
+    # Without a new key, KEY is left out rather than set empty.
+    code, out, _ = run_cli(capsys, "bootstrap", "--env", "--organization", "O'Brien & Co")
+    assert "KEY=" not in out.replace("PROJECT_KEY=", "")
 
 
 def test_bootstrap_matches_the_email_case_insensitively(db: Any, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -36,9 +37,18 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     result = bootstrap(args.organization, args.email, new_key=args.new_key)
     if args.json:
         print(json.dumps(result.as_dict()))
+    elif args.env:
+        print(_shell_assignments(result.as_dict()))
     else:
         _print_bootstrap(result)
     return 0
+
+
+def _shell_assignments(data: dict[str, object]) -> str:
+    """`eval "$(batchexports bootstrap --env)"`: the ids and keys as shell variables (KEY only when minted)."""
+    names = {"organization_id": "ORGANIZATION", "project_id": "PROJECT", "personal_api_key": "KEY",
+             "project_api_key": "PROJECT_KEY"}  # fmt: skip
+    return " ".join(f"{names[k]}={shlex.quote(str(v))}" for k, v in data.items() if v is not None)
 
 
 def _print_bootstrap(result: object) -> None:
@@ -258,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     boot = sub.add_parser("bootstrap", help="create an organization, project, admin user and API key")
     boot.add_argument("--organization", default="Default")
     boot.add_argument("--email", default="admin@localhost")
-    boot.add_argument("--json", action="store_true")
+    output = boot.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the ids and keys as JSON")
+    output.add_argument("--env", action="store_true", help="print them as shell assignments, for eval")
     boot.add_argument(
         "--new-key", action="store_true", help="mint a new full-access personal API key (one is made with the user)"
     )
