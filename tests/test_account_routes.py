@@ -34,7 +34,7 @@ MISTYPED_METHOD_FIELDS = frozenset(
         "person_on_events_querying_enabled",
         "metadata",
         "member_count",
-    }  # fmt: skip
+    }
 )
 
 
