@@ -406,3 +406,33 @@ def test_pages_outside_the_api_keep_their_slash_redirect(client: CheckedAPIClien
     response = client.get("/login")
     assert response.status_code == 301
     assert response["Location"] == "/login/"
+
+
+@pytest.mark.slow
+def test_a_real_api_process_answers_a_query_string_key_and_logs_it_redacted(tmp_path: Any) -> None:
+    import subprocess
+
+    import httpx
+
+    from tests.test_processes import BIN, env_for, free_port, stop, wait_for_health
+
+    env = env_for(tmp_path)
+    boot = subprocess.run([BIN, "bootstrap", "--json"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    key = json.loads(boot.stdout)["personal_api_key"]
+    port = free_port()
+    process = subprocess.Popen(
+        [BIN, "api", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_health(port, process)
+        response = httpx.get(f"http://127.0.0.1:{port}/api/projects/", params={"personal_api_key": key}, timeout=10)
+        assert response.status_code == 200
+        assert response.json()["results"][0]["name"] == "Default project"
+    finally:
+        output = stop(process)
+    assert "personal_api_key=[redacted]" in output
+    assert key not in output
