@@ -1,15 +1,23 @@
-"""URL routes: the batch exports API under its three prefixes, health, OpenAPI, admin and the web page."""
+"""URL routes: the batch exports and account API, health, OpenAPI, admin, capture and the web page.
+
+Every API route answers with or without its trailing slash (as PostHog's router does), so a POST
+without it reaches its view instead of Django's APPEND_SLASH redirect; any other path under
+`/api/` gets a JSON 404 in the API's error shape.
+"""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
 from batchexports import health
+from batchexports.api_fallback import EndpointNotFound
 from batchexports.events import capture
 
 urlpatterns = [
-    path("api/schema/", SpectacularAPIView.as_view(), name="openapi-schema"),
+    re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="openapi-schema"),
+    path("api/", include("batchexports.accounts.urls")),
     path("api/", include("batchexports.exports.urls")),
+    re_path(r"^api(?:/.*)?$", EndpointNotFound.as_view(), name="api-not-found"),
     path("_health", health.health, name="health"),
     path("_health/", health.health),
     path("admin/", admin.site.urls),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from django.db.models import QuerySet
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 
@@ -101,3 +102,33 @@ def _current_project(request: Request) -> Project:
     if project is None:
         raise NotFound("You have no project.")
     return project
+
+
+def key_of(request: Request) -> PersonalAPIKey | None:
+    """The personal API key the request authenticated with, if any (None for a signed-in session)."""
+    return _key(request)
+
+
+def visible_organizations(request: Request) -> QuerySet[Organization]:
+    """The caller's organizations, within the organizations its API key is limited to."""
+    organizations = Organization.objects.filter(memberships__user=request.user)
+    key = _key(request)
+    if key is not None and key.scoped_organizations:
+        organizations = organizations.filter(id__in=key.scoped_organizations)
+    return organizations.order_by("created_at", "id")
+
+
+def visible_projects(request: Request, organization: Organization | None = None) -> QuerySet[Project]:
+    """The projects of the caller's organizations (or of one of them) that its API key may see."""
+    projects = Project.objects.select_related("organization").filter(organization__in=visible_organizations(request))
+    if organization is not None:
+        projects = projects.filter(organization=organization)
+    visible = _visible_project_ids(request)
+    if visible is not None:
+        projects = projects.filter(id__in=visible)
+    return projects.order_by("id")
+
+
+def current_project(request: Request) -> Project:
+    """The project `@current` names for this caller (PostHog: the user's current team)."""
+    return _current_project(request)

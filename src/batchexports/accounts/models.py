@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
@@ -15,6 +16,7 @@ class Organization(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=255, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
         return self.name
@@ -24,10 +26,13 @@ class Project(models.Model):
     """A project: PostHog calls it a team, and its API addresses it as project or environment."""
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="projects")
+    # PostHog's clients read a project's (team's) UUID beside its integer id.
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=255)
     api_token = models.CharField(max_length=64, unique=True, default=keys.generate_project_api_key)
     timezone = models.CharField(max_length=64, default="UTC")
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organization", "name"], name="unique_project_name")]
@@ -53,7 +58,14 @@ class UserManager(BaseUserManager["User"]):
         return self.create_user(email, password, **extra)
 
 
+def generate_distinct_id() -> str:
+    """The id under which a user's own actions would be captured, as PostHog gives every user one."""
+    return secrets.token_urlsafe(24)
+
+
 class User(AbstractBaseUser, PermissionsMixin):
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    distinct_id = models.CharField(max_length=200, unique=True, default=generate_distinct_id, editable=False)
     email = models.EmailField(unique=True)
     first_name = models.CharField(max_length=150, blank=True)
     is_active = models.BooleanField(default=True)

@@ -1,11 +1,21 @@
-"""API scopes of personal API keys, as PostHog names them."""
+"""API scopes of personal API keys, as PostHog names them.
+
+Which scope each route needs (PostHog's own mapping):
+- the batch exports routes: `batch_export:read` / `batch_export:write`; app metrics: `plugin:read`;
+- `/api/projects/…`, `/api/environments/…` and `/api/organizations/:id/projects/…`: `project:read`;
+- `/api/organizations/` and `/api/organizations/:id/`: `organization:read`;
+- `/api/users/…` (`@me` included): `user:read`.
+`*` grants every scope, and a `:write` scope implies the `:read` scope of the same object.
+The account routes only read, so their `:write` scopes are accepted on keys but grant nothing more.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 ALL = "*"
-KNOWN_SCOPES = frozenset({"batch_export:read", "batch_export:write", "plugin:read", "plugin:write"})
+SCOPE_OBJECTS = ("batch_export", "plugin", "project", "organization", "user")
+KNOWN_SCOPES = frozenset(f"{obj}:{action}" for obj in SCOPE_OBJECTS for action in ("read", "write"))
 
 
 def is_valid_scope(scope: str) -> bool:

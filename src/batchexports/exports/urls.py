@@ -1,6 +1,9 @@
-"""Routes of the batch exports API, each served under the three PostHog prefixes."""
+"""Routes of the batch exports API, each served under the three PostHog prefixes.
 
-from django.urls import include, path, re_path
+Every route answers with or without its trailing slash, as PostHog's router does (`/?`).
+"""
+
+from django.urls import include, re_path
 from rest_framework.routers import SimpleRouter
 
 from batchexports.exports.app_metrics import AppMetricsViewSet
@@ -10,7 +13,8 @@ from batchexports.exports.viewsets import (
     BatchExportViewSet,
 )
 
-router = SimpleRouter(trailing_slash=True)
+router = SimpleRouter()
+router.trailing_slash = "/?"
 router.register(r"batch_exports", BatchExportViewSet, basename="batch_exports")
 router.register(r"batch_exports/(?P<batch_export_id>[^/.]+)/runs", BatchExportRunViewSet, basename="batch_export_runs")
 router.register(
@@ -20,19 +24,19 @@ router.register(
 )
 
 app_metrics = [
-    path("app_metrics/<str:pk>/", AppMetricsViewSet.as_view({"get": "retrieve"}), name="app_metrics"),
-    path(
-        "app_metrics/<str:pk>/error_details/",
+    re_path(r"^app_metrics/(?P<pk>[^/]+)/?$", AppMetricsViewSet.as_view({"get": "retrieve"}), name="app_metrics"),
+    re_path(
+        r"^app_metrics/(?P<pk>[^/]+)/error_details/?$",
         AppMetricsViewSet.as_view({"get": "error_details"}),
         name="app_metrics_error_details",
     ),
-    path(
-        "app_metrics/<str:plugin_config_id>/historical_exports/",
+    re_path(
+        r"^app_metrics/(?P<plugin_config_id>[^/]+)/historical_exports/?$",
         AppMetricsViewSet.as_view({"get": "historical_exports"}),
         name="app_metrics_historical_exports",
     ),
-    path(
-        "app_metrics/<str:plugin_config_id>/historical_exports/<str:pk>/",
+    re_path(
+        r"^app_metrics/(?P<plugin_config_id>[^/]+)/historical_exports/(?P<pk>[^/]+)/?$",
         AppMetricsViewSet.as_view({"get": "historical_export"}),
         name="app_metrics_historical_export",
     ),
