@@ -577,7 +577,10 @@ SCHEMA_PREFIXES = (
     "/api/projects/{project_id}",
     "/api/environments/{project_id}",
 )
-DESTINATION_TYPES = {"S3", "AzureBlob", "File", "Postgres", "Redshift", "Snowflake", "BigQuery", "Databricks", "HTTP"}
+DESTINATION_TYPES = {
+    *("S3", "AwsS3", "S3Compatible", "NoOp", "AzureBlob", "File", "Postgres", "Redshift"),
+    *("Snowflake", "BigQuery", "Databricks", "HTTP"),
+}
 
 
 @pytest.fixture
