@@ -21,7 +21,8 @@ SPEC_PATH = (
 )
 
 # Values the PostHog schema predates: responses containing them cannot be checked against it.
-UNKNOWN_TO_POSTHOG_SCHEMA = ('"AzureBlob"', '"File"', '"every 15 minutes"')
+# PostHog's AwsS3 and S3Compatible types are newer than this copy of its schema (see its source).
+UNKNOWN_TO_POSTHOG_SCHEMA = ('"AzureBlob"', '"File"', '"every 15 minutes"', '"AwsS3"', '"S3Compatible"')
 
 _lock = threading.Lock()
 _secrets: set[str] = set()

@@ -49,8 +49,8 @@ HOUR = dt.timedelta(hours=1)
 SMALL = dt.datetime(2024, 5, 1, 10, 0, tzinfo=dt.UTC)  # a few dozen varied rows
 BIG = dt.datetime(2024, 5, 2, 10, 0, tzinfo=dt.UTC)  # ~3 MB of JSONLines, for parts and blocks
 EMPTY = dt.datetime(2024, 5, 3, 10, 0, tzinfo=dt.UTC)  # no rows
-SMALL_BASE = "2024-05-01T10:00:00-2024-05-01T11:00:00"
-BIG_BASE = "2024-05-02T10:00:00-2024-05-02T11:00:00"
+SMALL_BASE = "2024-05-01T10:00:00+00:00-2024-05-01T11:00:00+00:00"  # PostHog's names
+BIG_BASE = "2024-05-02T10:00:00+00:00-2024-05-02T11:00:00+00:00"
 WRONG_KEY = base64.b64encode(b"not-the-account-key-" * 3 + b"1234").decode()
 
 FORMAT_CASES = [(fmt, codec) for fmt, codecs in FILE_FORMATS.items() for codec in (None, *codecs)]
@@ -269,10 +269,10 @@ def test_each_format_and_compression_round_trips_row_by_row(
 @pytest.mark.parametrize(
     ("prefix", "folder"),
     [
-        ("posthog/{table}/{year}/{month}/{day}/{hour}{minute}", "posthog/events/2024/05/01/1000"),
+        ("posthog/{table}/{year}/{month}/{day}/{hour}{minute}", "posthog/events/2024/05/01/1100"),  # the end
         (
             "by-interval/{data_interval_start}_{data_interval_end}/",
-            "by-interval/2024-05-01T10:00:00_2024-05-01T11:00:00",
+            "by-interval/2024-05-01T10:00:00+00:00_2024-05-01T11:00:00+00:00",
         ),
         ("flat", "flat"),
     ],
@@ -301,7 +301,7 @@ def test_an_interval_without_rows_writes_nothing(azurite, service, container, ev
 
 def exported_parts(service: BlobServiceClient, container: str) -> tuple[list[str], dict[str, bytes]]:
     stored = blobs(service, container)
-    manifest = json.loads(stored.pop(f"{BIG_BASE}.manifest.json"))["files"]
+    manifest = json.loads(stored.pop(f"{BIG_BASE}_manifest.json"))["files"]
     return manifest, stored
 
 

@@ -36,6 +36,7 @@ S3_PUBLIC_CONFIG = {
     "encryption": None,
     "kms_key_id": None,
     "use_virtual_style_addressing": False,
+    "legacy_parquet_extension": False,  # PostHog sets it off for every new file export
 }
 S3_FULL_CONFIG = {**S3_PUBLIC_CONFIG, "aws_access_key_id": ACCESS_KEY_ID, "aws_secret_access_key": SECRET_ACCESS_KEY}
 
@@ -577,7 +578,10 @@ SCHEMA_PREFIXES = (
     "/api/projects/{project_id}",
     "/api/environments/{project_id}",
 )
-DESTINATION_TYPES = {"S3", "AzureBlob", "File", "Postgres", "Redshift", "Snowflake", "BigQuery", "Databricks", "HTTP"}
+DESTINATION_TYPES = {
+    *("S3", "AwsS3", "S3Compatible", "NoOp", "AzureBlob", "File", "Postgres", "Redshift"),
+    *("Snowflake", "BigQuery", "Databricks", "HTTP"),
+}
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Specification of the nine destination config schemas: required fields, defaults,
+"""Specification of the destination config schemas: required fields, defaults,
 coercion, cross-field rules and which values are secrets. No database needed."""
 
 from __future__ import annotations
@@ -24,6 +24,14 @@ PEM_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY----
 # Exactly the required fields of each type.
 MINIMAL: dict[str, dict[str, Any]] = {
     "S3": {"bucket_name": "exports", "region": "eu-west-1"},
+    "AwsS3": {"bucket_name": "exports", "region": "eu-west-1", "prefix": "posthog"},
+    "S3Compatible": {
+        "bucket_name": "exports",
+        "region": "auto",
+        "prefix": "posthog",
+        "endpoint_url": "https://acct.r2.cloudflarestorage.com",
+    },
+    "NoOp": {},
     "AzureBlob": {"connection_string": "DefaultEndpointsProtocol=https;AccountKey=k", "container_name": "c"},
     "File": {"path": "acme/events"},
     "Postgres": {"user": "u", "password": "p", "host": "db", "database": "analytics"},
@@ -57,7 +65,14 @@ MINIMAL: dict[str, dict[str, Any]] = {
 }
 
 EVENT_FILTERS = {"include_events": None, "exclude_events": None}
-FILE_OUTPUT = {**EVENT_FILTERS, "file_format": "JSONLines", "compression": None, "max_file_size_mb": None}
+FILE_OUTPUT = {
+    **EVENT_FILTERS,
+    "file_format": "JSONLines",
+    "compression": None,
+    "max_file_size_mb": None,
+    "legacy_parquet_extension": False,
+}
+S3_KEYS = {"aws_access_key_id": None, "aws_secret_access_key": None}
 POSTGRES_DEFAULTS = {
     **EVENT_FILTERS,
     "schema": "public",
@@ -76,6 +91,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "kms_key_id": None,
         "use_virtual_style_addressing": False,
     },
+    "AwsS3": {**FILE_OUTPUT, **S3_KEYS, "encryption": None, "kms_key_id": None},
+    "S3Compatible": {**FILE_OUTPUT, **S3_KEYS, "use_virtual_style_addressing": False},
+    "NoOp": {},
     "AzureBlob": {**FILE_OUTPUT, "prefix": ""},
     "File": {**FILE_OUTPUT, "prefix": ""},
     "Postgres": {**POSTGRES_DEFAULTS, "port": 5432},
@@ -99,7 +117,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "HTTP": EVENT_FILTERS,
 }
 
-FILE_TYPES = ["S3", "AzureBlob", "File"]
+FILE_TYPES = ["S3", "AwsS3", "S3Compatible", "AzureBlob", "File"]
 
 COPY_INPUTS = {
     "s3_bucket": "stage",
@@ -137,7 +155,7 @@ def test_missing_required_field_is_reported_on_that_field(destination_type: str,
     assert set(errors(destination_type, **{field: ...})) == {field}
 
 
-@pytest.mark.parametrize("destination_type", MINIMAL)
+@pytest.mark.parametrize("destination_type", [t for t in MINIMAL if t != "NoOp"])
 def test_unknown_field_is_rejected_by_name(destination_type: str) -> None:
     detail = errors(destination_type, bucket="typo")
     assert detail == {"bucket": ["Unknown field 'bucket' for this destination."]}
@@ -328,6 +346,9 @@ def test_supported_models(destination_type: str) -> None:
 CREDENTIALS = {"aws_access_key_id": "secret-copy-key-id", "aws_secret_access_key": "secret-copy-key"}
 WITH_SECRETS: dict[str, dict[str, Any]] = {
     "S3": {"aws_access_key_id": "secret-key-id", "aws_secret_access_key": "secret-key"},
+    "AwsS3": {"aws_access_key_id": "secret-key-id", "aws_secret_access_key": "secret-key"},
+    "S3Compatible": {"aws_access_key_id": "secret-key-id", "aws_secret_access_key": "secret-key"},
+    "NoOp": {},
     "AzureBlob": {"connection_string": "secret-connection-string"},
     "File": {},
     "Postgres": {"user": "secret-user", "password": "secret-password"},
@@ -348,7 +369,12 @@ WITH_SECRETS: dict[str, dict[str, Any]] = {
         "private_key": PEM_KEY + "secret-pem",
         "private_key_passphrase": "secret-passphrase",
     },
-    "BigQuery": {"private_key": PEM_KEY + "secret-pem", "private_key_id": "secret-key-id"},
+    "BigQuery": {
+        "private_key": PEM_KEY + "secret-pem",
+        "private_key_id": "secret-key-id",
+        "client_email": "secret-sa@proj.iam.gserviceaccount.com",
+        "token_uri": "https://secret-token-uri.example.com/token",
+    },
     "Databricks": {"client_id": "secret-client-id", "client_secret": "secret-client-secret"},
     "HTTP": {"token": "secret-token"},
 }
@@ -380,3 +406,52 @@ def test_redshift_role_arn_is_not_a_secret() -> None:
     public, secrets = split_secrets(validate("Redshift", mode="COPY", copy_inputs=COPY_INPUTS), spec.secret_fields)
     assert public["copy_inputs"]["authorization"] == COPY_INPUTS["authorization"]
     assert secrets == {"user": "u", "password": "p"}
+
+
+# PostHog's `BatchExportDestination.secret_fields` (products/batch_exports/backend/models/batch_export.py),
+# which its serializer's `to_representation` strips at any depth. Databricks and AzureBlob keep
+# their credentials in an integration there; here they are config fields, and secret too.
+POSTHOG_SECRET_FIELDS: dict[str, set[str]] = {
+    "S3": {"aws_access_key_id", "aws_secret_access_key"},
+    "AwsS3": {"aws_access_key_id", "aws_secret_access_key"},
+    "S3Compatible": {"aws_access_key_id", "aws_secret_access_key"},
+    "Snowflake": {"user", "password", "private_key", "private_key_passphrase"},
+    "Postgres": {"user", "password"},
+    "Redshift": {"user", "password", "aws_access_key_id", "aws_secret_access_key"},
+    "BigQuery": {"private_key", "private_key_id", "client_email", "token_uri"},
+    "Databricks": {"client_id", "client_secret"},
+    "AzureBlob": {"connection_string"},
+    "HTTP": {"token"},
+    "NoOp": set(),
+    "File": set(),
+}
+
+
+@pytest.mark.parametrize("destination_type", MINIMAL)
+def test_every_field_posthog_hides_is_a_secret(destination_type: str) -> None:
+    """A field name PostHog strips from responses is a secret wherever it appears in the config."""
+    secret_names = {path[-1] for path in registry.get(destination_type).secret_fields}
+    assert secret_names == POSTHOG_SECRET_FIELDS[destination_type]
+
+
+def test_s3_compatible_requires_an_endpoint_and_aws_s3_takes_none() -> None:
+    assert errors("S3Compatible", endpoint_url=...) == {"endpoint_url": ["This field is required."]}
+    assert set(errors("S3Compatible", endpoint_url="r2.example.com")) == {"endpoint_url"}
+    assert errors("AwsS3", endpoint_url="http://localhost:9000") == {
+        "endpoint_url": ["Unknown field 'endpoint_url' for this destination."]
+    }
+    assert set(errors("AwsS3", use_virtual_style_addressing=True)) == {"use_virtual_style_addressing"}
+    assert set(errors("S3Compatible", encryption="AES256")) == {"encryption"}
+
+
+@pytest.mark.parametrize("destination_type", ["AwsS3", "S3Compatible"])
+def test_the_new_s3_types_require_a_prefix_that_is_not_blank(destination_type: str) -> None:
+    """PostHog: `prefix` has no default in `S3FamilyBaseInputs`, and an empty one is refused."""
+    assert set(errors(destination_type, prefix="")) == {"prefix"}
+    assert validate("S3")["prefix"] == "", "the legacy S3 type keeps its optional prefix"
+
+
+def test_noop_accepts_any_config() -> None:
+    config = {"arg": "hello", "anything": {"nested": [1, 2]}, "bucket": "x"}
+    assert validate("NoOp", **config) == config
+    assert registry.get("NoOp").reads_source is False

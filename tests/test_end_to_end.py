@@ -392,7 +392,7 @@ def assert_each_once(rows: list[dict[str, Any]], expected: list[dict[str, Any]])
 
 
 def interval_name(start: dt.datetime, end: dt.datetime) -> str:
-    return f"{start:%Y-%m-%dT%H:%M:%S}-{end:%Y-%m-%dT%H:%M:%S}"
+    return f"{start.astimezone(dt.UTC).isoformat()}-{end.astimezone(dt.UTC).isoformat()}"  # PostHog's names
 
 
 # -- 1. capture -> schedule -> files -------------------------------------------------------------

@@ -27,6 +27,9 @@ from tests.exports_fixtures import (
     store_with,
 )
 
+# PostHog's name of the interval [T0, T0 + 1h): `isoformat()` of both bounds.
+BASE = "2024-05-01T10:00:00+00:00-2024-05-01T11:00:00+00:00"
+OLD_BASE = "2024-05-01T10:00:00-2024-05-01T11:00:00"  # batchexports' name before
 FORMAT_PAIRS = [(fmt, codec) for fmt, codecs in FILE_FORMATS.items() for codec in (None, *codecs)]
 
 
@@ -88,8 +91,9 @@ def test_keys_render_the_prefix_template_and_name_the_interval(tmp_path, export_
     export(file_run({"path": "acme", "prefix": prefix, "file_format": "JSONLines", "compression": "gzip"}), store)
     (written,) = files_under(export_dir)
     assert written.relative_to(export_dir).as_posix() == (
-        "acme/events/2024-05-01/10h00m00s/2024-05-01T10:00:00/2024-05-01T10:00:00-2024-05-01T11:00:00.jsonl.gz"
-    )
+        "acme/events/2024-05-01/11h00m00s/2024-05-01T10:00:00+00:00/"
+        "2024-05-01T10:00:00+00:00-2024-05-01T11:00:00+00:00.jsonl.gz"
+    ), "PostHog's names: date fields of the interval's end, bounds in ISO 8601 with the offset"
 
 
 def test_unknown_placeholders_in_a_prefix_are_refused():
@@ -103,10 +107,10 @@ def test_max_file_size_splits_into_parts_and_writes_a_manifest(tmp_path, export_
     config = {"path": "p", "file_format": "JSONLines", "max_file_size_mb": 1}
     result = export(file_run(config), store, batch_rows=1000)
     parts = [p for p in files_under(export_dir) if not p.name.endswith("manifest.json")]
-    manifest = export_dir / "p" / "2024-05-01T10:00:00-2024-05-01T11:00:00.manifest.json"
+    manifest = export_dir / "p" / f"{BASE}_manifest.json"
     assert len(parts) >= 3
-    assert [p.name for p in parts] == [f"2024-05-01T10:00:00-2024-05-01T11:00:00-{n}.jsonl" for n in range(len(parts))]
-    assert json.loads(manifest.read_text()) == {"files": [p.name for p in parts]}
+    assert [p.name for p in parts] == [f"{BASE}-{n}.jsonl" for n in range(len(parts))]
+    assert json.loads(manifest.read_text()) == {"files": [p.name for p in parts]}, "the keys, prefix included"
     rows = [row for part in parts for row in decode_rows(part.read_bytes(), "JSONLines", None)]
     assert exported_rows(rows) == expected_rows(source)
     assert all(part.stat().st_size <= 1024 * 1024 + 600_000 for part in parts), "a part ends after its batch"
@@ -247,3 +251,96 @@ def test_a_destination_without_a_sink_fails_clearly(tmp_path, monkeypatch):
     store = store_with(tmp_path, known_events(1))
     with pytest.raises(NonRetryableError, match="cannot export yet"):
         export(file_run({}, destination_type="Databricks"), store)
+
+
+# -- names as PostHog names them -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("file_format", "compression", "legacy", "name"),
+    [  # PostHog's table (products/batch_exports/backend/tests/.../test_utils.py), plus CSV
+        ("JSONLines", None, False, f"{BASE}.jsonl"),
+        ("JSONLines", "gzip", False, f"{BASE}.jsonl.gz"),
+        ("JSONLines", "brotli", True, f"{BASE}.jsonl.br"),
+        ("JSONLines", "zstd", False, f"{BASE}.jsonl.zst"),
+        ("Parquet", None, True, f"{BASE}.parquet"),
+        ("Parquet", "zstd", False, f"{BASE}.parquet"),
+        ("Parquet", "zstd", True, f"{BASE}.parquet.zst"),
+        ("Parquet", "snappy", True, f"{BASE}.parquet.sz"),
+        ("Parquet", "lz4", True, f"{BASE}.parquet.lz4"),
+        ("Parquet", "gzip", True, f"{BASE}.parquet.gz"),
+        ("CSV", "gzip", False, f"{BASE}.csv.gz"),
+    ],
+)
+def test_file_names_carry_the_codec_as_posthog_names_them(tmp_path, export_dir, file_format, compression, legacy, name):
+    store = store_with(tmp_path, known_events(5))
+    config = {"path": "p", "file_format": file_format, "compression": compression, "legacy_parquet_extension": legacy}
+    export(file_run(config), store)
+    (written,) = files_under(export_dir)
+    assert written.name == name
+    assert exported_rows(decode_rows(written.read_bytes(), file_format, compression)) == expected_rows(known_events(5))
+
+
+def test_the_prefix_date_comes_from_the_end_of_the_interval(tmp_path, export_dir):
+    """An interval ending at midnight belongs to the next day's folder, as in PostHog."""
+    start = dt.datetime(2024, 5, 1, 23, 0, tzinfo=dt.UTC)
+    store = store_with(tmp_path, known_events(5, start=start))
+    export(file_run({"path": "p", "prefix": "{year}/{month}/{day}/{hour}"}, start=start), store)
+    (written,) = files_under(export_dir)
+    assert written.relative_to(export_dir).as_posix() == (
+        "p/2024/05/02/00/2024-05-01T23:00:00+00:00-2024-05-02T00:00:00+00:00.jsonl"
+    )
+
+
+def test_keys_of_an_interval_without_a_start_say_start():
+    run = file_run({}, start=None, end=T0)  # type: ignore[arg-type]
+    assert keys.render_prefix("{data_interval_start}/{data_interval_end}", run) == "START/2024-05-01T10:00:00+00:00"
+    assert keys.manifest_name(run) == "START-2024-05-01T10:00:00+00:00_manifest.json"
+
+
+def write_old_files(export_dir: Path, folder: str, names: list[str]) -> list[Path]:
+    """Files as batchexports named them before (what a re-run must replace)."""
+    paths = [export_dir / folder / name for name in names]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b'{"old": true}\n')
+    return paths
+
+
+def test_a_rerun_removes_the_files_an_earlier_run_wrote_under_the_old_names(tmp_path, export_dir):
+    source = known_events(20_000)
+    store = store_with(tmp_path, source)
+    old = write_old_files(
+        export_dir,
+        "p",
+        [*(f"{OLD_BASE}-{n}.jsonl" for n in range(6)), f"{OLD_BASE}.manifest.json", f"{OLD_BASE}.jsonl"],
+    )
+    kept = write_old_files(export_dir, "p", [f"{OLD_BASE}.parquet", "2024-05-01T11:00:00-2024-05-01T12:00:00.jsonl"])
+    export(file_run({"path": "p", "file_format": "JSONLines", "max_file_size_mb": 1}), store, batch_rows=1000)
+    assert not any(path.exists() for path in old), "no row is left twice"
+    assert all(path.exists() for path in kept), "another format and another interval are left alone"
+    parts = [p for p in files_under(export_dir / "p") if p.name.startswith(BASE) and p.suffix == ".jsonl"]
+    rows = [row for part in parts for row in decode_rows(part.read_bytes(), "JSONLines", None)]
+    assert exported_rows(rows) == expected_rows(source)
+    assert (export_dir / "p" / f"{BASE}_manifest.json").exists()
+
+
+def test_a_rerun_removes_old_files_from_the_folder_the_start_of_the_interval_named(tmp_path, export_dir):
+    """Before, `{hour}` came from the interval's start: an old run of 10:00-11:00 wrote into `10/`;
+    the re-run writes into `11/` and removes the old file from `10/`."""
+    store = store_with(tmp_path, known_events(10))
+    (old,) = write_old_files(export_dir, "p/10", [f"{OLD_BASE}.jsonl.gz"])
+    (other,) = write_old_files(export_dir, "p/10", ["2024-05-01T09:00:00-2024-05-01T10:00:00.jsonl.gz"])
+    export(file_run({"path": "p", "prefix": "{hour}", "compression": "gzip"}), store)
+    assert not old.exists() and other.exists()
+    assert [p.relative_to(export_dir).as_posix() for p in files_under(export_dir / "p" / "11")] == [
+        f"p/11/{BASE}.jsonl.gz"
+    ]
+
+
+def test_switching_to_the_legacy_parquet_extension_replaces_the_file(tmp_path, export_dir):
+    store = store_with(tmp_path, known_events(10))
+    config = {"path": "p", "file_format": "Parquet", "compression": "zstd"}
+    export(file_run(config), store)
+    export(file_run({**config, "legacy_parquet_extension": True}), store)
+    assert [p.name for p in files_under(export_dir)] == [f"{BASE}.parquet.zst"]

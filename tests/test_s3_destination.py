@@ -49,7 +49,10 @@ T0 = dt.datetime(2024, 5, 1, 10, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
 # Hours of the module's events store, one per data set.
 MIXED, MANY, BIG, EMPTY = T0, T0 + HOUR, T0 + 2 * HOUR, T0 + 5 * HOUR
-BASE = {MIXED: "2024-05-01T10:00:00-2024-05-01T11:00:00", MANY: "2024-05-01T11:00:00-2024-05-01T12:00:00"}
+BASE = {  # PostHog's names: isoformat() of both bounds
+    MIXED: "2024-05-01T10:00:00+00:00-2024-05-01T11:00:00+00:00",
+    MANY: "2024-05-01T11:00:00+00:00-2024-05-01T12:00:00+00:00",
+}
 KEY_ID, SECRET = "AKIAMOTOTESTKEY00001", "moto-secret-key-that-must-never-show"
 
 
@@ -279,7 +282,7 @@ def test_prefix_templates_render_into_keys(source, moto, admin, bucket):
     prefix = "posthog/{table}/{year}-{month}-{day}/{hour}h{minute}/{data_interval_start}_{data_interval_end}"
     export(run_of(s3_config(moto, bucket, prefix=prefix, file_format="Parquet")), store)
     assert object_keys(admin, bucket) == [
-        f"posthog/events/2024-05-01/10h00/2024-05-01T10:00:00_2024-05-01T11:00:00/{BASE[MIXED]}.parquet"
+        f"posthog/events/2024-05-01/11h00/2024-05-01T10:00:00+00:00_2024-05-01T11:00:00+00:00/{BASE[MIXED]}.parquet"
     ]
 
 
@@ -290,7 +293,7 @@ def split_export(source, moto, bucket, max_mb: int | None, **kw: Any) -> ExportR
 
 
 def manifest_files(admin: Any, bucket: str) -> list[str]:
-    return json.loads(body(admin, bucket, f"split/{BASE[MANY]}.manifest.json"))["files"]
+    return json.loads(body(admin, bucket, f"split/{BASE[MANY]}_manifest.json"))["files"]
 
 
 def test_max_file_size_splits_into_parts_and_a_manifest_listing_them(source, moto, admin, bucket):
@@ -299,7 +302,7 @@ def test_max_file_size_splits_into_parts_and_a_manifest_listing_them(source, mot
     assert len(parts) >= 3
     assert parts == [f"split/{BASE[MANY]}-{n}.jsonl" for n in range(len(parts))]
     assert manifest_files(admin, bucket) == parts
-    assert object_keys(admin, bucket) == sorted([*parts, f"split/{BASE[MANY]}.manifest.json"])
+    assert object_keys(admin, bucket) == sorted([*parts, f"split/{BASE[MANY]}_manifest.json"])
     for key in parts[:-1]:  # every part but the last reached the limit
         assert admin.head_object(Bucket=bucket, Key=key)["ContentLength"] >= 1024 * 1024
     assert_same_rows(exported_rows(admin, bucket, parts, "JSONLines", None), source[1][MANY])
@@ -315,7 +318,7 @@ def test_rerunning_an_interval_replaces_the_same_keys_and_removes_extra_parts(so
     fewer = keys_of(split_export(source, moto, bucket, 2), bucket)  # an earlier run wrote MORE parts
     assert 1 <= len(fewer) < len(first)
     assert manifest_files(admin, bucket) == fewer
-    assert object_keys(admin, bucket) == sorted([*fewer, f"split/{BASE[MANY]}.manifest.json"])
+    assert object_keys(admin, bucket) == sorted([*fewer, f"split/{BASE[MANY]}_manifest.json"])
     assert_same_rows(exported_rows(admin, bucket, fewer, "JSONLines", None), many)
 
     whole = keys_of(split_export(source, moto, bucket, None), bucket)  # no splitting: parts and manifest go
@@ -528,7 +531,7 @@ def test_server_side_encryption_applies_to_files_manifests_and_multipart_objects
     writer.commit()
 
     keys = object_keys(admin, bucket)
-    assert f"split/{BASE[MANY]}.manifest.json" in keys and "multipart.bin" in keys and len(keys) >= 4
+    assert f"split/{BASE[MANY]}_manifest.json" in keys and "multipart.bin" in keys and len(keys) >= 4
     for key in keys:
         head = admin.head_object(Bucket=bucket, Key=key)
         assert head["ServerSideEncryption"] == encryption, key
@@ -797,3 +800,216 @@ def test_run_test_step_of_a_saved_s3_export_uses_its_stored_secrets(api, base, m
     for step in (0, 1):
         response = api.post(f"{base}{created.json()['id']}/run_test_step/", {"step": step}, format="json")
         assert response.json()["result"] == {"status": "Passed", "message": None}
+
+
+# -- PostHog's current types through the API: AwsS3, S3Compatible, NoOp --------------------------
+
+
+def family_destination(destination_type: str, moto: str, bucket: str, **config: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "bucket_name": bucket,
+        "region": REGION,
+        "prefix": "posthog/{table}",
+        "aws_access_key_id": contract.register_secret(KEY_ID),
+        "aws_secret_access_key": contract.register_secret(SECRET),
+        "file_format": "Parquet",
+        "compression": "zstd",
+    }
+    if destination_type in ("S3Compatible", "S3"):
+        base["endpoint_url"] = moto
+    return {"type": destination_type, "config": {**base, **config}}
+
+
+def export_stored(batch_export_id: str, store: DuckDBEventsStore, start: dt.datetime = MIXED) -> ExportResult:
+    """Export one interval of a saved export as the worker does: a run row, the run book's
+    `ExportRun` of it (the stored config with its secrets), the pipeline. Only the Temporal
+    schedule is left out, and the module's events belong to team TEAM, so the run reads that team."""
+    import dataclasses
+
+    from batchexports.engine.activities import _export_run
+    from batchexports.exports.models import BatchExport, BatchExportRun
+
+    run = BatchExportRun.objects.create(
+        batch_export=BatchExport.objects.get(id=batch_export_id),
+        status="Running",
+        data_interval_start=start,
+        data_interval_end=start + HOUR,
+    )
+    return export(dataclasses.replace(_export_run(run), team_id=TEAM), store)
+
+
+@pytest.fixture
+def aws_endpoint(moto: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """AwsS3 has no endpoint field (as in PostHog): boto3's own `AWS_ENDPOINT_URL_S3` points the
+    service at moto, as it would at any AWS-compatible test endpoint."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto)
+    return moto
+
+
+@pytest.mark.parametrize("destination_type", ["AwsS3", "S3Compatible", "S3"])
+def test_each_s3_type_is_created_read_updated_and_exported_through_the_api(
+    api, base, engine, source, moto, admin, bucket, aws_endpoint, destination_type
+):
+    store, data = source
+    created = api.post(
+        base,
+        {
+            "name": destination_type,
+            "interval": "hour",
+            "destination": family_destination(destination_type, moto, bucket),
+        },
+        format="json",
+    )
+    assert created.status_code == 201, created.json()
+    export_id = created.json()["id"]
+    config = api.get(f"{base}{export_id}/").json()["destination"]["config"]
+    assert created.json()["destination"]["type"] == destination_type
+    assert config["bucket_name"] == bucket and config["legacy_parquet_extension"] is False
+    assert "aws_access_key_id" not in config and "aws_secret_access_key" not in config
+
+    patched = api.patch(
+        f"{base}{export_id}/",
+        {"destination": {"type": destination_type, "config": {"prefix": "moved/{table}/{hour}"}}},
+        format="json",
+    )
+    assert patched.status_code == 200, patched.json()
+    assert patched.json()["destination"]["config"]["prefix"] == "moved/{table}/{hour}"
+
+    result = export_stored(export_id, store)  # the secrets kept through the PATCH sign the requests
+    key = f"moved/events/11/{BASE[MIXED]}.parquet"
+    assert object_keys(admin, bucket) == [key]
+    assert result.records_completed == 40
+    assert_same_rows(decode(body(admin, bucket, key), "Parquet", "zstd"), data[MIXED])
+
+
+def test_a_legacy_s3_export_saved_before_the_split_is_read_and_updated(api, base, engine, moto, bucket):
+    created = api.post(
+        base, {"name": "old", "interval": "hour", "destination": s3_destination(endpoint_url=moto)}, format="json"
+    )
+    assert created.status_code == 201, created.json()
+    patched = api.patch(
+        f"{base}{created.json()['id']}/", {"destination": {"config": {"bucket_name": bucket}}}, format="json"
+    )
+    assert patched.status_code == 200, patched.json()
+    assert patched.json()["destination"]["type"] == "S3"
+    assert patched.json()["destination"]["config"]["bucket_name"] == bucket
+
+
+@pytest.mark.parametrize(
+    ("destination_type", "change", "attr"),
+    [
+        ("S3Compatible", {"endpoint_url": ...}, "destination__config__endpoint_url"),
+        ("S3Compatible", {"endpoint_url": "minio:9000"}, "destination__config__endpoint_url"),
+        ("AwsS3", {"endpoint_url": "http://localhost:9000"}, "destination__config__endpoint_url"),
+        ("AwsS3", {"prefix": ""}, "destination__config__prefix"),
+        ("AwsS3", {"prefix": ...}, "destination__config__prefix"),
+        ("S3Compatible", {"region": ...}, "destination__config__region"),
+        ("AwsS3", {"aws_secret_access_key": ...}, "destination__config__aws_secret_access_key"),
+    ],
+)
+def test_invalid_configs_of_the_new_types_are_400_naming_the_field(
+    api, base, engine, moto, destination_type, change, attr
+):
+    destination = family_destination(destination_type, moto, "b")
+    for name, value in change.items():
+        if value is ...:
+            destination["config"].pop(name)
+        else:
+            destination["config"][name] = value
+    response = api.post(base, {"name": "x", "interval": "hour", "destination": destination}, format="json")
+    assert response.status_code == 400
+    assert response.json()["type"] == "validation_error"
+    assert response.json()["attr"] == attr, response.json()
+
+
+def test_legacy_parquet_extension_keeps_the_codec_and_cannot_be_turned_back_on(
+    api, base, engine, source, moto, admin, bucket
+):
+    store, _ = source
+    on = family_destination("S3Compatible", moto, bucket, prefix="on", legacy_parquet_extension=True)
+    created = api.post(base, {"name": "on", "interval": "hour", "destination": on}, format="json")
+    assert created.status_code == 201, created.json()
+    assert created.json()["destination"]["config"]["legacy_parquet_extension"] is True
+    export_stored(created.json()["id"], store)
+    assert object_keys(admin, bucket) == [f"on/{BASE[MIXED]}.parquet.zst"]
+
+    off = api.post(
+        base,
+        {"name": "off", "interval": "hour", "destination": family_destination("S3Compatible", moto, bucket)},
+        format="json",
+    ).json()
+    again = api.patch(
+        f"{base}{off['id']}/",
+        {"destination": {"type": "S3Compatible", "config": {"legacy_parquet_extension": True}}},
+        format="json",
+    )
+    assert again.status_code == 400
+    assert again.json()["attr"] == "destination__config__legacy_parquet_extension"
+    kept_on = api.patch(
+        f"{base}{created.json()['id']}/",
+        {"destination": {"type": "S3Compatible", "config": {"legacy_parquet_extension": True}}},
+        format="json",
+    )
+    assert kept_on.status_code == 200, kept_on.json()
+
+
+class UnreadableStore:
+    """A stand-in events store (a fake, on purpose) that fails the test if anything reads it."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"NoOp read the events store ({name})")
+
+
+def test_noop_accepts_any_config_and_its_runs_complete_without_reading_or_exporting(api, base, engine, source):
+    destination = {"type": "NoOp", "config": {"arg": "hi", "whatever": {"nested": [1, 2]}}}
+    created = api.post(base, {"name": "noop", "interval": "hour", "destination": destination}, format="json")
+    assert created.status_code == 201, created.json()
+    export_id = created.json()["id"]
+    assert api.get(f"{base}{export_id}/").json()["destination"] == {**destination, "integration": None}
+    patched = api.patch(f"{base}{export_id}/", {"destination": {"config": {"arg": "bye"}}}, format="json")
+    assert patched.status_code == 200, patched.json()
+    assert patched.json()["destination"]["config"] == {"arg": "bye", "whatever": {"nested": [1, 2]}}
+    result = export_stored(export_id, UnreadableStore())  # type: ignore[arg-type]
+    assert (result.records_completed, result.bytes_exported, result.files, result.records_total_count) == (
+        0,
+        0,
+        (),
+        0,
+    )
+    assert api.get(f"{base}test/", {"destination": "NoOp"}).status_code == 404  # no steps, as in PostHog
+
+
+@pytest.mark.parametrize("destination_type", ["AwsS3", "S3Compatible"])
+def test_the_test_steps_know_the_new_types_and_pass_against_moto(
+    api, base, moto, admin, bucket, aws_endpoint, destination_type
+):
+    steps = api.get(f"{base}test/", {"destination": destination_type})
+    assert steps.status_code == 200
+    assert [s["name"] for s in steps.json()["steps"]] == ["Connect to the bucket", "Write and delete a test object"]
+    destination = family_destination(destination_type, moto, bucket)
+    for step in (0, 1):
+        response = api.post(f"{base}run_test_step_new/", {"step": step, "destination": destination}, format="json")
+        assert response.status_code == 200, response.json()
+        assert response.json()["result"] == {"status": "Passed", "message": None}
+    missing = family_destination(destination_type, moto, "missing-bucket-xyz")
+    failed = api.post(f"{base}run_test_step_new/", {"step": 0, "destination": missing}, format="json").json()
+    assert failed["result"]["status"] == "Failed" and "missing-bucket-xyz" in failed["result"]["message"]
+
+
+def test_the_openapi_schema_describes_the_new_types(api):
+    document = json.loads(api.get("/api/schema/", {"format": "json"}).content)
+    schemas = document["components"]["schemas"]
+    mapping = schemas["BatchExportDestination"]["discriminator"]["mapping"]
+    assert {"AwsS3", "S3Compatible", "NoOp", "S3"} <= set(mapping)
+
+    def config_of(destination_type: str) -> dict[str, Any]:
+        variant = schemas[mapping[destination_type].removeprefix("#/components/schemas/")]
+        config = variant["properties"]["config"]
+        return schemas[config["$ref"].removeprefix("#/components/schemas/")] if "$ref" in config else config
+
+    compatible, aws = config_of("S3Compatible"), config_of("AwsS3")
+    assert {"bucket_name", "region", "prefix", "endpoint_url"} <= set(compatible["required"])
+    assert {"use_virtual_style_addressing", "legacy_parquet_extension"} <= set(compatible["properties"])
+    assert {"encryption", "kms_key_id", "legacy_parquet_extension"} <= set(aws["properties"])
+    assert "endpoint_url" not in aws["properties"]
+    assert "arg" in config_of("NoOp")["properties"]

@@ -79,6 +79,10 @@ class DestinationSpec:
     test_steps: tuple[TestStep, ...] = ()
     # Builds the sink for a validated config (secrets included); imports its client lazily.
     sink_factory: Callable[[Mapping[str, Any]], Sink] | None = None
+    # Offered for new exports in the web page; the legacy `S3` type is not, but still works.
+    offered: bool = True
+    # False for a destination that exports nothing (NoOp): its runs complete without a query.
+    reads_source: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate_config(self, config: Mapping[str, Any]) -> dict[str, Any]:

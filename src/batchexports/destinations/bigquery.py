@@ -2,8 +2,9 @@
 Google Cloud service account whose key fields (`private_key`, `private_key_id`, `token_uri`,
 `client_email`) are copied from its JSON key file.
 
-Secrets: `private_key`, `private_key_id`. This module validates configuration; the sink
-(`bigquery_sink`) and the test steps (`bigquery_checks`) connect.
+Secrets, as PostHog hides them: `private_key`, `private_key_id`, `client_email`, `token_uri`.
+This module validates configuration; the sink (`bigquery_sink`) and the test steps
+(`bigquery_checks`) connect.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ SPEC = register(
         type="BigQuery",
         label="BigQuery",
         config_serializer=BigQueryConfigSerializer,
-        secret_fields=(("private_key",), ("private_key_id",)),
+        secret_fields=(("private_key",), ("private_key_id",), ("client_email",), ("token_uri",)),
         description="Rows in a Google BigQuery table.",
         test_steps=bigquery_checks.STEPS,
         sink_factory=_bigquery_sink,

@@ -63,6 +63,15 @@ class FileOutputConfigSerializer(EventFilterConfigSerializer):
         min_value=1,
         help_text="Start a new file once the current one exceeds this many MB; null for one file per run.",
     )
+    # PostHog's field of the same name. Parquet records its codec inside the file, so names end in
+    # `.parquet`; true keeps PostHog's older `.parquet.zst` (and the like) for pipelines that match
+    # on it. It cannot be switched on for an export that has it off (see the API's serializer).
+    legacy_parquet_extension = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Keep the compression codec in Parquet file names ('.parquet.zst' instead of '.parquet'). "
+        "Has no effect on JSONLines and CSV, whose names always carry their codec.",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)

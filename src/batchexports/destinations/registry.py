@@ -29,6 +29,7 @@ def _load() -> None:
         databricks,
         file,
         http,
+        noop,
         postgres,
         redshift,
         s3,

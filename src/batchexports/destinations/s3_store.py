@@ -195,6 +195,14 @@ def classify(error: BaseException, config: Mapping[str, Any], action: str) -> De
     return RetryableError(message) if retryable else NonRetryableError(message)
 
 
+def _addressing_style(config: Mapping[str, Any]) -> str:
+    """Path style unless asked otherwise; an `AwsS3` config has no such field and lets botocore
+    choose ("auto": virtual hosts on AWS, paths on an endpoint set in the environment)."""
+    if "use_virtual_style_addressing" not in config:
+        return "auto"
+    return "virtual" if config.get("use_virtual_style_addressing") else "path"
+
+
 def make_client(config: Mapping[str, Any], max_pool_connections: int = 10) -> Any:
     """A boto3 S3 client for `config`: its keys, or the default credential chain without them."""
     import boto3
@@ -202,7 +210,7 @@ def make_client(config: Mapping[str, Any], max_pool_connections: int = 10) -> An
 
     endpoint = config.get("endpoint_url") or None
     options: dict[str, Any] = {
-        "s3": {"addressing_style": "virtual" if config.get("use_virtual_style_addressing") else "path"},
+        "s3": {"addressing_style": _addressing_style(config)},
         "retries": {"mode": "standard", "max_attempts": MAX_ATTEMPTS},
         "connect_timeout": CONNECT_TIMEOUT,
         "read_timeout": READ_TIMEOUT,

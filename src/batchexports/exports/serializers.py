@@ -16,7 +16,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from batchexports.destinations import registry
-from batchexports.destinations.base import deep_merge
+from batchexports.destinations.base import deep_merge, split_secrets
 from batchexports.engine.interface import get_engine
 from batchexports.events import filters as property_filters
 from batchexports.events import hogql
@@ -80,7 +80,14 @@ class BatchExportDestinationSerializer(serializers.Serializer):
         return attrs
 
     def to_representation(self, instance: BatchExportDestination) -> dict[str, Any]:
-        return {"type": instance.type, "config": instance.config or {}, "integration": instance.integration}
+        # Secrets are stored apart, but a row saved before a field became secret (BigQuery's
+        # client_email, token_uri) still has it in its public part: hide what PostHog hides anyway.
+        try:
+            secret_paths = registry.get(instance.type).secret_fields
+        except KeyError:
+            secret_paths = ()
+        config = split_secrets(instance.config or {}, secret_paths)[0]
+        return {"type": instance.type, "config": config, "integration": instance.integration}
 
 
 @extend_schema_field(
@@ -305,11 +312,32 @@ class BatchExportSerializer(serializers.ModelSerializer):
             config = deep_merge(base, incoming)
         else:
             config = incoming
+        self._check_legacy_parquet_extension(incoming)
         try:
             validated = registry.get(destination_type).validate_config(config)
         except serializers.ValidationError as error:
             raise serializers.ValidationError({"destination": {"config": error.detail}}) from None
         return {"type": destination_type, "config": validated}
+
+    def _check_legacy_parquet_extension(self, incoming: dict[str, Any]) -> None:
+        """PostHog's rule: once an export writes `.parquet`, the codec never comes back into its names.
+
+        PostHog also refuses `true` on create; here a new export may ask for it, so that an export
+        moved from PostHog keeps the names its readers expect (batchexports never wrote them before)."""
+        if self.instance is None or incoming.get("legacy_parquet_extension") is not True:
+            return
+        if (self.instance.destination.config or {}).get("legacy_parquet_extension") is not True:
+            raise serializers.ValidationError(
+                {
+                    "destination": {
+                        "config": {
+                            "legacy_parquet_extension": "legacy_parquet_extension can only stay on for an export "
+                            "that already writes the compression codec into its Parquet file names; it cannot be "
+                            "turned back on once an export uses the standard '.parquet' extension."
+                        }
+                    }
+                }
+            )
 
     # Persistence
 

@@ -1,14 +1,16 @@
 """Exporting record batches as files: format, compression, size-based parts, manifest, stale parts.
 
 Keys are deterministic (see `keys.py`), so exporting the same interval again replaces the same
-objects; after a successful export, parts an earlier and longer attempt left behind are deleted,
-so a re-run never duplicates rows.
+objects; after a successful export, the files of this interval and format that it did not write are
+deleted: the extra parts of an earlier and longer attempt, and what an earlier run wrote under
+batchexports' older names. A re-run therefore never duplicates rows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ class FileSettings:
     file_format: str
     compression: str | None
     max_file_size_mb: int | None
+    legacy_parquet_extension: bool = False
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> FileSettings:
@@ -36,6 +39,8 @@ class FileSettings:
             file_format=config.get("file_format") or "JSONLines",
             compression=config.get("compression") or None,
             max_file_size_mb=config.get("max_file_size_mb") or None,
+            # Only an explicit true: a config stored before the field existed wrote `.parquet`.
+            legacy_parquet_extension=config.get("legacy_parquet_extension") is True,
         )
 
 
@@ -81,7 +86,8 @@ def export_files(
     state = Progress()
 
     def key_of(part: int | None) -> str:
-        return keys.join_key(folder, keys.file_name(run, settings.file_format, settings.compression, part))
+        name = keys.file_name(run, settings.file_format, settings.compression, part, settings.legacy_parquet_extension)
+        return keys.join_key(folder, name)
 
     part: _Part | None = _Part(store, key_of(0 if split else None), settings, schema)
     try:
@@ -111,9 +117,9 @@ def export_files(
             part.abort()
         raise
     if split:
-        manifest = json.dumps({"files": written}, indent=2).encode()
-        store.put(keys.join_key(folder, keys.manifest_name(run)), manifest)
-        written_with_manifest = [*written, keys.join_key(folder, keys.manifest_name(run))]
+        manifest_key = keys.join_key(folder, keys.manifest_name(run))
+        store.put(manifest_key, json.dumps({"files": written}).encode())  # PostHog's shape: the full keys
+        written_with_manifest = [*written, manifest_key]
     else:
         written_with_manifest = list(written)
     _remove_stale(store, folder, run, settings, set(written_with_manifest))
@@ -125,12 +131,29 @@ def export_files(
 
 def _remove_stale(store: ObjectStore, folder: str, run: ExportRun, settings: FileSettings, kept: set[str]) -> None:
     """Delete this interval's files of this format that this export did not write: the parts of an
-    earlier, longer attempt. Files of other formats are left alone (another export may own them)."""
-    base = keys.join_key(folder, keys.base_name(run))
-    own = re.compile(
-        re.escape(base) + r"(-\d+)?\." + re.escape(keys.EXTENSIONS[settings.file_format]) + r"(\.[a-z0-9]+)?$"
-        + "|" + re.escape(keys.join_key(folder, keys.manifest_name(run))) + "$"
-    )  # fmt: skip
-    stale = [key for key in store.list_keys(base) if key not in kept and own.match(key)]
+    earlier, longer attempt, and what an earlier run wrote under batchexports' older names, in the
+    folder the prefix rendered to then (`keys.legacy_*`). Files of other formats are left alone
+    (another export may own them)."""
+    legacy_folder = keys.legacy_render_prefix(settings.prefix, run)
+    wanted = {
+        folder: (
+            [keys.base_name(run), keys.legacy_base_name(run)],
+            [keys.manifest_name(run), keys.legacy_manifest_name(run)],
+        )
+    }
+    if legacy_folder.strip("/") != folder.strip("/"):
+        wanted[legacy_folder] = ([keys.legacy_base_name(run)], [keys.legacy_manifest_name(run)])
+    extension = re.escape(keys.EXTENSIONS[settings.file_format])
+    stale: list[str] = []
+    for where, (names, manifests) in wanted.items():
+        bases = [keys.join_key(where, name) for name in names]
+        manifest_keys = [keys.join_key(where, name) for name in manifests]
+        own = re.compile(
+            "(?:" + "|".join(map(re.escape, bases)) + r")(?:-\d+)?\." + extension + r"(?:\.[a-z0-9]+)?$"
+            + "|(?:" + "|".join(map(re.escape, manifest_keys)) + ")$"
+        )  # fmt: skip
+        # Character by character on purpose: one key listing finds both namings.
+        listed = os.path.commonprefix([*bases, *manifest_keys])  # noqa: RUF071
+        stale.extend(key for key in store.list_keys(listed) if key not in kept and own.match(key))
     if stale:
         store.delete(stale)

@@ -39,7 +39,7 @@ def _join(*parts: Any, sep: str = ".") -> str:
 def destination_target(destination_type: str, config: Mapping[str, Any] | None) -> str:
     """Where a destination writes, from its public config (secrets are never part of it)."""
     c = dict(config or {})
-    if destination_type == "S3":
+    if destination_type in ("S3", "AwsS3", "S3Compatible"):
         return "s3://" + _join(c.get("bucket_name"), c.get("prefix"), sep="/")
     if destination_type == "AzureBlob":
         return _join(c.get("container_name"), c.get("prefix"), sep="/")

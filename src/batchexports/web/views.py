@@ -277,7 +277,7 @@ def export_create(request: HttpRequest, project_id: int) -> HttpResponse:
     destination_type = request.POST.get("destination_type") or request.GET.get("type")
     if not destination_type:
         context = _base_context(request, project)
-        context["specs"] = registry.all_specs()
+        context["specs"] = [spec for spec in registry.all_specs() if spec.offered]
         return render(request, "web/export_choose.html", context)
     try:
         spec = registry.get(destination_type)
