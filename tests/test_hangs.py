@@ -31,13 +31,12 @@ def test_a_silent_export_is_interrupted_and_fails_with_the_no_progress_message()
     token = CancelToken()
     hooked = threading.Event()
     started = time.monotonic()
-    with pytest.raises(watchdog.NoProgress) as failure:
-        with watchdog.watching(token, timeout=0.3, poll=0.02) as dog:
-            assert dog is not None and watchdog.current() is dog
-            dog.on_stall(hooked.set)
-            # A sink blocked in a read that only the stall hook ends (as the PostgreSQL sink's sockets).
-            assert hooked.wait(5)
-            token.raise_if_cancelled()
+    with pytest.raises(watchdog.NoProgress) as failure, watchdog.watching(token, timeout=0.3, poll=0.02) as dog:
+        assert dog is not None and watchdog.current() is dog
+        dog.on_stall(hooked.set)
+        # A sink blocked in a read that only the stall hook ends (as the PostgreSQL sink's sockets).
+        assert hooked.wait(5)
+        token.raise_if_cancelled()
     elapsed = time.monotonic() - started
     assert 0.3 <= elapsed < 2
     assert isinstance(failure.value, RetryableError) and failure.value.retryable
@@ -55,13 +54,12 @@ def test_advancing_rows_or_bytes_keeps_the_export_alive_and_repeated_totals_do_n
             time.sleep(0.1)
             dog.advanced(step * 10, step * 100)
         assert not dog.stalled and not token.cancelled
-    with pytest.raises(watchdog.NoProgress):
-        with watchdog.watching(CancelToken(), timeout=0.4, poll=0.02) as dog:
-            assert dog is not None
-            for _ in range(15):
-                time.sleep(0.1)
-                dog.advanced(10, 100)  # the same totals again: not progress
-            raise RuntimeError("the sink gave up")
+    with pytest.raises(watchdog.NoProgress), watchdog.watching(CancelToken(), timeout=0.4, poll=0.02) as dog:
+        assert dog is not None
+        for _ in range(15):
+            time.sleep(0.1)
+            dog.advanced(10, 100)  # the same totals again: not progress
+        raise RuntimeError("the sink gave up")
 
 
 def test_patience_allows_a_silent_phase_up_to_its_own_limit():
@@ -70,13 +68,12 @@ def test_patience_allows_a_silent_phase_up_to_its_own_limit():
         with watchdog.patience(2.0):
             time.sleep(0.6)  # a merge statement, three times the no-progress limit
         assert not dog.stalled
-    with pytest.raises(watchdog.NoProgress):
-        with watchdog.watching(CancelToken(), timeout=0.2, poll=0.02) as dog:
-            assert dog is not None
-            with watchdog.patience(0.4):
-                time.sleep(1.0)
-                assert dog.stalled
-                raise OSError("the socket was shut down")  # what a sink's interrupted read raises
+    with pytest.raises(watchdog.NoProgress), watchdog.watching(CancelToken(), timeout=0.2, poll=0.02) as dog:
+        assert dog is not None
+        with watchdog.patience(0.4):
+            time.sleep(1.0)
+            assert dog.stalled
+            raise OSError("the socket was shut down")  # what a sink's interrupted read raises
 
 
 def test_the_timeout_comes_from_the_environment(monkeypatch):

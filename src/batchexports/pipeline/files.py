@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from batchexports.destinations.object_store import ObjectStore, ObjectWriter
-from batchexports.pipeline import keys
+from batchexports.pipeline import keys, leftovers
 from batchexports.pipeline.run import CancelToken, ExportRun, Progress, ProgressCallback
 from batchexports.pipeline.writers import FormatWriter, open_writer
 
@@ -83,6 +83,9 @@ def export_files(
     def key_of(part: int | None) -> str:
         return keys.join_key(folder, keys.file_name(run, settings.file_format, settings.compression, part))
 
+    leftovers.clean_interval(
+        store, keys.join_key(folder, keys.base_name(run))
+    )  # issue 12: earlier attempts' temp files
     part: _Part | None = _Part(store, key_of(0 if split else None), settings, schema)
     try:
         for batch in batches:
