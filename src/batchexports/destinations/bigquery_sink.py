@@ -43,6 +43,7 @@ from batchexports.destinations import staging
 from batchexports.destinations.base import SinkResult
 from batchexports.destinations.errors import DestinationError, NonRetryableError, RetryableError, classified_by
 from batchexports.destinations.testing import scrub
+from batchexports.pipeline import watchdog
 from batchexports.pipeline.run import CancelToken, ExportRun, Progress, ProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -249,18 +250,20 @@ class BigQuerySink:
         with tempfile.TemporaryDirectory(prefix="batchexports-bigquery-") as folder:
             files, records, size = stage_parquet(Path(folder), batches, schema, progress, cancel)
             client = make_client(self.config)
+            # Load and query jobs report no progress; each wait is bounded by JOB_TIMEOUT, so is the phase.
             try:
-                self.check_dataset(client)
-                stage = stage_table_id(run, self.table_id)
-                merge = self.merge_sql(run.model, stage, schema, self.ensure_table(client, run.model, schema))
-                try:
-                    self.load_stage(client, stage, schema, files, cancel)
-                    if progress:
-                        progress(Progress(records, size))
-                    self.run_query(client, merge)
-                finally:
-                    with contextlib.suppress(Exception):
-                        client.delete_table(f"{self.project}.{self.dataset}.{stage}", not_found_ok=True)
+                with watchdog.patience(2 * JOB_TIMEOUT):
+                    self.check_dataset(client)
+                    stage = stage_table_id(run, self.table_id)
+                    merge = self.merge_sql(run.model, stage, schema, self.ensure_table(client, run.model, schema))
+                    try:
+                        self.load_stage(client, stage, schema, files, cancel)
+                        if progress:
+                            progress(Progress(records, size))
+                        self.run_query(client, merge)
+                    finally:
+                        with contextlib.suppress(Exception):
+                            client.delete_table(f"{self.project}.{self.dataset}.{stage}", not_found_ok=True)
             finally:
                 with contextlib.suppress(Exception):
                     client.close()
