@@ -57,7 +57,9 @@ on TLS without verifying the certificate (`sslmode=require`). Redshift speaks th
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
+import json
 import logging
 import os
 import queue
@@ -750,6 +752,52 @@ def stage_table_name(run: ExportRun, table: str) -> str:
     return head + suffix
 
 
+STAGE_COMMENT = "batchexports-stage "
+# No attempt of a run lives longer than the longest run timeout: a stage this old is nobody's.
+STALE_STAGE_AGE = dt.timedelta(hours=24)
+
+
+def stage_comment(export_id: str | None) -> str:
+    """The comment on a stage segment: whose it is and when it was created, for the sweep of stale ones."""
+    return STAGE_COMMENT + json.dumps({"export": export_id, "created": dt.datetime.now(dt.UTC).isoformat()})
+
+
+def stale_stages(cursor: Any, schema: str, export_id: str, older_than: dt.timedelta) -> list[str]:
+    """Qualified names of the stage segments of `export_id` in `schema` created more than `older_than` ago."""
+    cursor.execute(
+        "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class AS c "
+        "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r' "
+        "AND left(obj_description(c.oid, 'pg_class'), %s) = %s",
+        (schema, len(STAGE_COMMENT), STAGE_COMMENT),
+    )
+    cutoff = dt.datetime.now(dt.UTC) - older_than
+    stale = []
+    for name, comment in cursor.fetchall():
+        try:
+            owner = json.loads(comment[len(STAGE_COMMENT) :])
+            created = dt.datetime.fromisoformat(owner["created"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if owner.get("export") == export_id and created < cutoff:
+            stale.append(qualified(schema, name))
+    return stale
+
+
+def drop_stale_stages(sink: PostgresSink, export_id: str, older_than: dt.timedelta) -> list[str]:
+    """The start-up sweep of one export: drop its stage segments older than `older_than`."""
+    schema = str(sink.config.get("schema") or "public")
+    connection = sink.connect()
+    try:
+        with sink.translated("dropping stale stage tables"):
+            stale = stale_stages(connection.cursor(), schema, export_id, older_than)
+            if stale:
+                connection.execute(f"DROP TABLE IF EXISTS {', '.join(stale)}")
+            connection.commit()
+        return stale
+    finally:
+        connection.close()
+
+
 def plan_load(
     dialect: PostgresDialect,
     run: ExportRun,
@@ -964,6 +1012,7 @@ class SegmentCopySession(LoadSession):
         with self._sink.translated("creating a stage table"):
             cursor = self._connection.cursor()
             cursor.execute(f"{self._sink.dialect.stage_prefix} {segment} ({self._create})")
+            cursor.execute(f"COMMENT ON TABLE {segment} IS {literal(stage_comment(self._sink.export_id))}")
             self._context = cursor.copy(f"COPY {segment} ({self._columns}) FROM STDIN (FORMAT BINARY)")
             self._copy = self._context.__enter__()
             self._copy.write(COPY_SIGNATURE)
@@ -1066,6 +1115,7 @@ class StagedSink:
         self.load_connections = max(1, load_connections)
         self._connector = connector  # psycopg.connect unless a test passes another
         self._watchdog: watchdog.Watchdog | None = None  # of the export under way
+        self.export_id: str | None = None  # of the export under way: named in its stage tables' comments
         self._sockets: list[socket.socket] = []  # duplicates of its connections' sockets, for the stall hook
         self._sockets_lock = threading.Lock()
 
@@ -1157,6 +1207,7 @@ class StagedSink:
         if run.model not in MODEL_RULES:
             raise NonRetryableError(f"{self.dialect.label} destinations cannot export the model '{run.model}'.")
         self._watchdog = watchdog.current()
+        self.export_id = run.batch_export_id
         try:
             records, sent = self._export(run, batches, schema, progress, cancel)
         finally:
@@ -1312,7 +1363,8 @@ class PostgresSink(StagedSink):
         self._segments: Segments | None = None  # of the export under way (a sink exports one run at a time)
 
     def create_stage(self, cursor: Any, plan: LoadPlan) -> None:
-        """Drop the segments an earlier attempt of this run left (they are created while loading)."""
+        """Drop the segments an earlier attempt of this run left (they are created while loading), and
+        those of this export's other intervals older than any attempt lives (runs killed and never retried)."""
         prefix = f"{plan.stage_name}_"
         cursor.execute(
             "SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
@@ -1320,6 +1372,10 @@ class PostgresSink(StagedSink):
             (plan.schema, len(prefix), prefix),
         )
         stale = [qualified(plan.schema, row[0]) for row in cursor.fetchall()]
+        if self.export_id:
+            stale += [
+                name for name in stale_stages(cursor, plan.schema, self.export_id, STALE_STAGE_AGE) if name not in stale
+            ]
         if stale:
             cursor.execute(f"DROP TABLE IF EXISTS {', '.join(stale)}")
 

@@ -3,7 +3,8 @@
 `start_sweep()` (called once the worker reconciles) walks every live export in a thread of its own,
 so a slow or unreachable destination never delays the worker, and removes, under each export's
 prefix, temporary files of dead writers (local folder) and multipart uploads older than the
-export's run timeout (S3): no attempt of any interval lives longer, so none of them is in flight.
+export's run timeout (S3), and PostgreSQL stage tables the export created longer ago than that: no
+attempt of any interval lives longer, so none of them is in flight.
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ def sweep() -> int:
         destination = batch_export.destination
         try:
             config = destination.full_config()
+            if destination.type == "Postgres":
+                from batchexports.destinations.postgres_sink import PostgresSink, drop_stale_stages
+
+                removed += len(
+                    drop_stale_stages(PostgresSink(config), str(batch_export.id), run_timeout(batch_export.interval))
+                )
+                continue
             store = _file_store(destination.type, config)
             if store is not None:
                 removed += len(sweep_files(store, str(config.get("prefix") or ""), run_timeout(batch_export.interval)))
