@@ -136,3 +136,35 @@ def test_the_next_run_of_the_interval_aborts_its_incomplete_uploads_and_no_other
 @pytest.mark.parametrize("template, root", [("a/{year}/{table}/", "a/"), ("plain/", "plain/"), ("", "")])
 def test_the_static_root_of_a_prefix_template(template, root):
     assert leftovers.static_root(template) == root
+
+
+def test_stale_postgres_stage_tables_of_the_export_are_dropped_and_no_others():
+    """Against the local PostgreSQL on 5432, in a throwaway database."""
+    import json
+
+    import psycopg
+
+    from batchexports.destinations.postgres_sink import STAGE_COMMENT, PostgresSink, drop_stale_stages
+
+    name = f"be_left_{os.getpid()}_{int(dt.datetime.now().timestamp())}"
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as admin_pg:
+        admin_pg.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with psycopg.connect(host="127.0.0.1", user="postgres", dbname=name, autocommit=True) as pg:
+            now = dt.datetime.now(dt.UTC)
+            for table, export_id, age in [
+                ("ev_stage_old_0", "export-x", dt.timedelta(hours=30)),
+                ("ev_stage_new_0", "export-x", dt.timedelta(minutes=1)),  # a run in flight
+                ("ev_stage_other_0", "export-y", dt.timedelta(hours=30)),  # another export's
+            ]:
+                pg.execute(f"CREATE UNLOGGED TABLE {table} (uuid text)")
+                comment = STAGE_COMMENT + json.dumps({"export": export_id, "created": (now - age).isoformat()})
+                pg.execute(f"COMMENT ON TABLE {table} IS '{comment}'")
+            pg.execute("CREATE TABLE ev_stage_user (uuid text)")  # no comment: not ours
+            sink = PostgresSink({"host": "127.0.0.1", "user": "postgres", "database": name, "table_name": "ev"})
+            assert drop_stale_stages(sink, "export-x", dt.timedelta(hours=1)) == ['"public"."ev_stage_old_0"']
+            left = {r[0] for r in pg.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+            assert left == {"ev_stage_new_0", "ev_stage_other_0", "ev_stage_user"}
+    finally:
+        with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as admin_pg:
+            admin_pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
