@@ -8,6 +8,7 @@ tests drive `Watchdog` with a real thread and a real clock.
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import threading
 import time
@@ -23,6 +24,7 @@ from batchexports.pipeline.export import export
 from batchexports.pipeline.run import CancelToken, ExportRun, Progress
 from tests.exports_fixtures import HOUR, T0, TEAM, known_events, store_with
 from tests.own_postgres import Cluster, own_cluster
+from tests.test_bigquery_destination import service_account  # noqa: F401 - fixture
 
 # -- the watchdog itself ----------------------------------------------------------------------------
 
@@ -162,3 +164,28 @@ def test_a_server_under_sigstop_fails_the_run_retryably_and_a_retry_after_sigcon
         ).fetchall()
     assert sorted(row[0] for row in exported) == sorted(events.column("uuid").to_pylist())
     assert leftovers == []
+
+
+def test_bigquery_rest_calls_are_bounded_even_when_the_client_asks_for_no_timeout(service_account):  # noqa: F811
+    """A `requests` adapter records what the client's session sends: no network is involved."""
+    requests = pytest.importorskip("requests")
+    pytest.importorskip("google.cloud.bigquery")
+    from batchexports.destinations import bigquery_sink
+    from tests.test_bigquery_destination import bq_config
+
+    seen: list[object] = []
+
+    class Recording(requests.adapters.BaseAdapter):
+        def send(self, request, timeout=None, **kwargs):
+            seen.append(timeout)
+            raise requests.exceptions.ConnectionError("refused by the test")
+
+        def close(self):
+            pass
+
+    client = bigquery_sink.make_client(bq_config(service_account[0]), transport=Recording())
+    client._http.credentials.token = "a-valid-token"  # no token exchange: straight to the REST call
+    client._http.credentials.expiry = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(hours=1)
+    with pytest.raises(Exception):  # noqa: B017 - any failure: only the timeout it was sent with matters
+        client._http.request("GET", "https://bigquery.googleapis.com/bigquery/v2/projects/p/datasets", timeout=None)
+    assert seen and all(t == bigquery_sink.REQUEST_TIMEOUT for t in seen)
