@@ -435,34 +435,29 @@ def test_copy_mode_stages_parquet_with_a_manifest_and_sends_these_statements(buc
         "SELECT column_name, COALESCE(domain_name, data_type), character_maximum_length FROM "
         "information_schema.columns WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position"
     )
-    assert (
-        fake.statements
-        == [
-            "SET TIME ZONE 'UTC'",
-            "SET statement_timeout TO 3600000",  # a bounded wait for every statement
-            "SELECT 1 FROM pg_namespace WHERE nspname = %s",
-            schema_query,
-            'CREATE TABLE IF NOT EXISTS "public"."events" ("uuid" VARCHAR(200), "event" VARCHAR(65535), '
-            '"properties" SUPER, "elements" VARCHAR(65535), "set" SUPER, "set_once" SUPER, "distinct_id" '
-            'VARCHAR(65535), "team_id" BIGINT, "ip" VARCHAR(200), "site_url" VARCHAR(200), "timestamp" TIMESTAMPTZ, '
-            '"person_id" VARCHAR(200), "person_properties" SUPER, "created_at" TIMESTAMPTZ, "_inserted_at" TIMESTAMPTZ)',
-            schema_query,
-            f"DROP TABLE IF EXISTS {stage}",
-            f"CREATE TABLE {stage} ("
-            + ", ".join(f'"{c}" {stage_types.get(c, "VARCHAR(65535)")}' for c in columns)
-            + ")",
-            f"COPY {stage} (" + ", ".join(f'"{c}"' for c in columns) + f") FROM '{folder}/manifest.json' "
-            f"IAM_ROLE '{ROLE}' FORMAT AS PARQUET MANIFEST",
-            f'DELETE FROM "public"."events" WHERE "uuid" IN (SELECT s."uuid" FROM {stage} AS s)',
-            'INSERT INTO "public"."events" ("uuid", "event", "properties", "elements", "set", "set_once", '
-            '"distinct_id", "team_id", "ip", "timestamp", "person_id", "person_properties", "created_at", '
-            '"_inserted_at") SELECT s."uuid", s."event", JSON_PARSE(s."properties"), s."elements_chain", '
-            'JSON_PARSE(s."set"), JSON_PARSE(s."set_once"), s."distinct_id", s."team_id", '
-            'NULLIF(JSON_EXTRACT_PATH_TEXT(s."properties", \'$ip\', TRUE), \'\'), s."timestamp", s."person_id", '
-            'JSON_PARSE(s."person_properties"), s."created_at", s."_inserted_at" FROM ' + stage + " AS s",
-            f"DROP TABLE {stage}",
-        ]
-    )
+    assert fake.statements == [
+        "SET TIME ZONE 'UTC'",
+        "SET statement_timeout TO 3600000",
+        "SELECT 1 FROM pg_namespace WHERE nspname = %s",
+        schema_query,
+        'CREATE TABLE IF NOT EXISTS "public"."events" ("uuid" VARCHAR(200), "event" VARCHAR(65535), '
+        '"properties" SUPER, "elements" VARCHAR(65535), "set" SUPER, "set_once" SUPER, "distinct_id" '
+        'VARCHAR(65535), "team_id" BIGINT, "ip" VARCHAR(200), "site_url" VARCHAR(200), "timestamp" TIMESTAMPTZ, '
+        '"person_id" VARCHAR(200), "person_properties" SUPER, "created_at" TIMESTAMPTZ, "_inserted_at" TIMESTAMPTZ)',
+        schema_query,
+        f"DROP TABLE IF EXISTS {stage}",
+        f"CREATE TABLE {stage} (" + ", ".join(f'"{c}" {stage_types.get(c, "VARCHAR(65535)")}' for c in columns) + ")",
+        f"COPY {stage} (" + ", ".join(f'"{c}"' for c in columns) + f") FROM '{folder}/manifest.json' "
+        f"IAM_ROLE '{ROLE}' FORMAT AS PARQUET MANIFEST",
+        f'DELETE FROM "public"."events" WHERE "uuid" IN (SELECT s."uuid" FROM {stage} AS s)',
+        'INSERT INTO "public"."events" ("uuid", "event", "properties", "elements", "set", "set_once", '
+        '"distinct_id", "team_id", "ip", "timestamp", "person_id", "person_properties", "created_at", '
+        '"_inserted_at") SELECT s."uuid", s."event", JSON_PARSE(s."properties"), s."elements_chain", '
+        'JSON_PARSE(s."set"), JSON_PARSE(s."set_once"), s."distinct_id", s."team_id", '
+        'NULLIF(JSON_EXTRACT_PATH_TEXT(s."properties", \'$ip\', TRUE), \'\'), s."timestamp", s."person_id", '
+        'JSON_PARSE(s."person_properties"), s."created_at", s."_inserted_at" FROM ' + stage + " AS s",
+        f"DROP TABLE {stage}",
+    ]
     entries = fake.manifest["entries"]
     assert len(entries) >= 3, "parts roll over at part_bytes"
     assert [e["url"] for e in entries] == [f"{folder}/part-{n:05d}.parquet" for n in range(len(entries))]
