@@ -168,3 +168,30 @@ def test_stale_postgres_stage_tables_of_the_export_are_dropped_and_no_others():
     finally:
         with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as admin_pg:
             admin_pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.django_db
+def test_the_start_up_sweep_walks_every_live_export_and_removes_dead_temporary_files(project, tmp_path, monkeypatch):
+    from batchexports.engine import leftovers as startup
+    from batchexports.exports.models import BatchExport, BatchExportDestination
+
+    monkeypatch.setenv("BATCHEXPORTS_EXPORT_DIR", str(tmp_path / "exports"))
+    folder = tmp_path / "exports" / "acme"
+    folder.mkdir(parents=True)
+    run = file_run({"path": "acme"}, start=T0, end=T0 + HOUR)
+    key = keys.file_name(run, "JSONLines", None, None)
+    child = subprocess.Popen([sys.executable, "-c", WRITER, str(folder), key], stdout=subprocess.PIPE, text=True)
+    dead = Path(child.stdout.readline().strip())
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(10)
+    for deleted, path in [(False, "acme"), (True, "gone")]:
+        destination = BatchExportDestination.objects.create(type="File", config={"path": path, "prefix": ""})
+        BatchExport.objects.create(team=project, name=path, destination=destination, deleted=deleted)
+    # One live export with an unreachable S3 destination: its failure must not stop the sweep.
+    broken = BatchExportDestination.objects.create(
+        type="S3", config={"bucket_name": "b", "region": "us-east-1", "endpoint_url": "http://127.0.0.1:9"}
+    )
+    BatchExport.objects.create(team=project, name="broken", destination=broken)
+    assert dead.exists()
+    assert startup.sweep() == 1
+    assert not dead.exists()
