@@ -437,6 +437,7 @@ def test_copy_mode_stages_parquet_with_a_manifest_and_sends_these_statements(buc
     )
     assert fake.statements == [
         "SET TIME ZONE 'UTC'",
+        "SET statement_timeout TO 3600000",
         "SELECT 1 FROM pg_namespace WHERE nspname = %s",
         schema_query,
         'CREATE TABLE IF NOT EXISTS "public"."events" ("uuid" VARCHAR(200), "event" VARCHAR(65535), '

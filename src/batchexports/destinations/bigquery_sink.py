@@ -43,6 +43,7 @@ from batchexports.destinations import staging
 from batchexports.destinations.base import SinkResult
 from batchexports.destinations.errors import DestinationError, NonRetryableError, RetryableError, classified_by
 from batchexports.destinations.testing import scrub
+from batchexports.pipeline import watchdog
 from batchexports.pipeline.run import CancelToken, ExportRun, Progress, ProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ SCOPES = ("https://www.googleapis.com/auth/bigquery",)
 STAGE_FILE_BYTES = 256 * 1024 * 1024
 STAGE_EXPIRY = dt.timedelta(days=1)
 JOB_TIMEOUT = 3600.0
+REQUEST_TIMEOUT = (10.0, 300.0)  # (connect, read) seconds of one REST call; uploads send 100 MB+
 SECRET_FIELDS = ("private_key", "private_key_id")
 
 MERGE_KEYS, VERSION_COLUMNS = staging.MERGE_KEYS, staging.VERSION_COLUMNS
@@ -167,20 +169,26 @@ def credentials(config: Mapping[str, Any]) -> Any:
 def make_client(config: Mapping[str, Any], transport: Any = None) -> Any:
     """A BigQuery client as the service account. `transport` (a `requests` adapter) replaces the
     network for both the token endpoint and BigQuery; the tests pass a fake one."""
+    import requests
+    from google.auth.transport.requests import AuthorizedSession, Request
     from google.cloud import bigquery
 
-    creds = credentials(config)
-    http = None
-    if transport is not None:
-        import requests
-        from google.auth.transport.requests import AuthorizedSession, Request
+    class BoundedSession(AuthorizedSession):
+        """The client passes `timeout=None` (wait forever) on its REST calls: bound each one."""
 
+        def request(self, method: str, url: str, *args: Any, timeout: Any = None, **kwargs: Any) -> Any:
+            return super().request(method, url, *args, timeout=timeout or REQUEST_TIMEOUT, **kwargs)
+
+    creds = credentials(config)
+    if transport is not None:
         token_session = requests.Session()
         token_session.mount("https://", transport)
         token_session.mount("http://", transport)
-        http = AuthorizedSession(creds, auth_request=Request(token_session))
+        http = BoundedSession(creds, auth_request=Request(token_session))
         http.mount("https://", transport)
         http.mount("http://", transport)
+    else:
+        http = BoundedSession(creds)
     return bigquery.Client(project=config["project_id"], credentials=creds, _http=http)
 
 
@@ -249,18 +257,20 @@ class BigQuerySink:
         with tempfile.TemporaryDirectory(prefix="batchexports-bigquery-") as folder:
             files, records, size = stage_parquet(Path(folder), batches, schema, progress, cancel)
             client = make_client(self.config)
+            # Load and query jobs report no progress; each wait is bounded by JOB_TIMEOUT, so is the phase.
             try:
-                self.check_dataset(client)
-                stage = stage_table_id(run, self.table_id)
-                merge = self.merge_sql(run.model, stage, schema, self.ensure_table(client, run.model, schema))
-                try:
-                    self.load_stage(client, stage, schema, files, cancel)
-                    if progress:
-                        progress(Progress(records, size))
-                    self.run_query(client, merge)
-                finally:
-                    with contextlib.suppress(Exception):
-                        client.delete_table(f"{self.project}.{self.dataset}.{stage}", not_found_ok=True)
+                with watchdog.patience(2 * JOB_TIMEOUT):
+                    self.check_dataset(client)
+                    stage = stage_table_id(run, self.table_id)
+                    merge = self.merge_sql(run.model, stage, schema, self.ensure_table(client, run.model, schema))
+                    try:
+                        self.load_stage(client, stage, schema, files, cancel)
+                        if progress:
+                            progress(Progress(records, size))
+                        self.run_query(client, merge)
+                    finally:
+                        with contextlib.suppress(Exception):
+                            client.delete_table(f"{self.project}.{self.dataset}.{stage}", not_found_ok=True)
             finally:
                 with contextlib.suppress(Exception):
                     client.close()

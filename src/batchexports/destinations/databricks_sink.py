@@ -47,6 +47,7 @@ from batchexports.destinations import staging
 from batchexports.destinations.base import SinkResult
 from batchexports.destinations.errors import DestinationError, NonRetryableError, RetryableError, classified_by
 from batchexports.destinations.testing import scrub
+from batchexports.pipeline import watchdog
 from batchexports.pipeline.run import CancelToken, ExportRun, Progress, ProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ logger = logging.getLogger(__name__)
 STAGE_FILE_BYTES = 128 * 1024 * 1024
 TOKEN_TIMEOUT = 30.0
 SOCKET_TIMEOUT = 900.0
+REMOTE_PATIENCE = 3600.0  # the no-progress limit while the warehouse loads and merges
 SECRET_FIELDS = ("client_id", "client_secret")
 
 MERGE_KEYS, VERSION_COLUMNS = staging.MERGE_KEYS, staging.VERSION_COLUMNS
@@ -302,7 +304,8 @@ class DatabricksSink:
             files, records, size = stage_parquet(Path(folder), batches, schema, progress, cancel)
             connection = connect(self.config, Path(folder))
             try:
-                with classified(self.config):
+                # Uploads, COPY INTO and MERGE report no progress; every request is bounded by SOCKET_TIMEOUT.
+                with classified(self.config), watchdog.patience(REMOTE_PATIENCE):
                     cursor = connection.cursor()
                     cursor.execute(self.table_ddl(self.ref(self.table_name), schema))
                     stage = stage_name(run)

@@ -2,15 +2,28 @@
 
 A file is written under a temporary name in its final folder and renamed into place on
 commit, so readers never see a partial file and a re-run replaces the old file in one step.
+
+The writer holds an exclusive `flock` on its temporary file while it writes; the kernel releases it
+when the process dies, even by SIGKILL. So `remove_leftovers()` can tell a temporary file of a
+dead writer (unlocked) from one being written (locked) exactly, and deletes only the former.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import fcntl
+import logging
 import os
+import re
 import uuid
 from pathlib import Path
 
 from batchexports.destinations.errors import NonRetryableError
+
+logger = logging.getLogger(__name__)
+
+# `.{final name}.{32 hex}.tmp`: the temporary files of LocalFileWriter, and nothing else.
+TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{32}\.tmp$")
 
 
 class LocalFileWriter:
@@ -18,6 +31,8 @@ class LocalFileWriter:
         self.path = path
         self.temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         self._file = open(self.temporary, "wb")  # noqa: SIM115 - closed in commit/abort
+        # Locked until closed: `remove_leftovers` deletes only temporary files nobody holds.
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
 
     def write(self, data: bytes | memoryview) -> int:
         return self._file.write(data)
@@ -80,3 +95,37 @@ class LocalFolderStore:
 
     def url(self, key: str) -> str:
         return str(self._path(key))
+
+    def remove_leftovers(self, prefix: str, started_before: dt.datetime | None = None) -> list[str]:
+        """Delete the temporary files of dead writers whose final key starts with `prefix`, in the
+        prefix's folder and below; `started_before` is not needed (the lock tells). Returns their keys."""
+        base = self._path(prefix) if prefix else self.root
+        folder = base if prefix.endswith("/") or not prefix else base.parent
+        if not folder.is_dir():
+            return []
+        removed = []
+        for directory, _, names in os.walk(folder):
+            for name in names:
+                match = TEMPORARY.match(name)
+                if match is None:
+                    continue
+                path = Path(directory) / name
+                final_key = path.with_name(match["name"]).relative_to(self.root).as_posix()
+                if final_key.startswith(prefix) and _unlink_if_unlocked(path):
+                    removed.append(path.relative_to(self.root).as_posix())
+        if removed:
+            logger.info("removed %d temporary file(s) of interrupted runs under %s", len(removed), folder)
+        return sorted(removed)
+
+
+def _unlink_if_unlocked(path: Path) -> bool:
+    try:
+        with open(path, "rb") as held:
+            try:
+                fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # a writer is alive and writing it
+            path.unlink(missing_ok=True)
+            return True
+    except FileNotFoundError:
+        return False

@@ -43,6 +43,12 @@ database or schema, permissions, a column of an incompatible type, a read-only s
 dropped, timeouts, serialization failures, too many connections) is a `RetryableError`. No
 message contains the password.
 
+Every connection has bounded waits: `connect_timeout`, TCP keepalives and `tcp_user_timeout` (a
+dead peer or a dropped route is noticed within about a minute) and a `statement_timeout`. A server
+that is up but stopped answering (SIGSTOP) defeats all of these (its kernel still acknowledges the
+keepalives, and its timers are stopped): the run's no-progress watchdog (`pipeline/watchdog.py`)
+catches that, and the sink's stall hook shuts its sockets down so every blocked read returns.
+
 Connections use TLS when the server offers it (`sslmode=prefer`); `has_self_signed_cert` insists
 on TLS without verifying the certificate (`sslmode=require`). Redshift speaks the same protocol:
 `redshift_sink.py` reuses this module with its own dialect.
@@ -51,9 +57,13 @@ on TLS without verifying the certificate (`sslmode=require`). Redshift speaks th
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
+import json
 import logging
+import os
 import queue
+import socket
 import struct
 import threading
 from abc import ABC, abstractmethod
@@ -67,12 +77,18 @@ import pyarrow.compute as pc
 
 from batchexports.destinations.base import SinkResult
 from batchexports.destinations.errors import DestinationError, NonRetryableError, RetryableError
+from batchexports.pipeline import watchdog
 from batchexports.pipeline.run import CancelToken, ExportRun, Progress, ProgressCallback
 from batchexports.pipeline.writers import JSON_COLUMNS
 
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10
+# TCP keepalives: the first probe after 30 s idle, then every 10 s, 3 unanswered: dead in ~1 min.
+KEEPALIVES_IDLE, KEEPALIVES_INTERVAL, KEEPALIVES_COUNT = 30, 10, 3
+TCP_USER_TIMEOUT_MS = 60_000  # data sent but unacknowledged for this long: the connection is dead
+# One statement (a segment's COPY, a merge) may run this long; the watchdog waits as long in a merge.
+STATEMENT_TIMEOUT_S = 3600
 APPLICATION_NAME = "batchexports"
 LOAD_CONNECTIONS = 2  # COPY streams into the stage at once
 SEGMENT_BYTES = 32 * 1024 * 1024  # of COPY data per stage segment, merged while the next ones load
@@ -525,6 +541,12 @@ def classify(
     return RetryableError(message) if retryable else NonRetryableError(message)
 
 
+def _shut_down(duplicate: socket.socket) -> None:
+    """End a connection at once: a blocked read or write on any descriptor of the socket returns."""
+    with contextlib.suppress(OSError):
+        duplicate.shutdown(socket.SHUT_RDWR)
+
+
 def _is_connection_failure(error: BaseException) -> bool:
     try:
         import psycopg
@@ -728,6 +750,52 @@ def stage_table_name(run: ExportRun, table: str) -> str:
     suffix = f"_stage_{digest}"
     head = table.encode()[: MAX_IDENTIFIER_BYTES - len("_9999") - len(suffix)].decode("utf-8", "ignore")
     return head + suffix
+
+
+STAGE_COMMENT = "batchexports-stage "
+# No attempt of a run lives longer than the longest run timeout: a stage this old is nobody's.
+STALE_STAGE_AGE = dt.timedelta(hours=24)
+
+
+def stage_comment(export_id: str | None) -> str:
+    """The comment on a stage segment: whose it is and when it was created, for the sweep of stale ones."""
+    return STAGE_COMMENT + json.dumps({"export": export_id, "created": dt.datetime.now(dt.UTC).isoformat()})
+
+
+def stale_stages(cursor: Any, schema: str, export_id: str, older_than: dt.timedelta) -> list[str]:
+    """Qualified names of the stage segments of `export_id` in `schema` created more than `older_than` ago."""
+    cursor.execute(
+        "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class AS c "
+        "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r' "
+        "AND left(obj_description(c.oid, 'pg_class'), %s) = %s",
+        (schema, len(STAGE_COMMENT), STAGE_COMMENT),
+    )
+    cutoff = dt.datetime.now(dt.UTC) - older_than
+    stale = []
+    for name, comment in cursor.fetchall():
+        try:
+            owner = json.loads(comment[len(STAGE_COMMENT) :])
+            created = dt.datetime.fromisoformat(owner["created"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if owner.get("export") == export_id and created < cutoff:
+            stale.append(qualified(schema, name))
+    return stale
+
+
+def drop_stale_stages(sink: PostgresSink, export_id: str, older_than: dt.timedelta) -> list[str]:
+    """The start-up sweep of one export: drop its stage segments older than `older_than`."""
+    schema = str(sink.config.get("schema") or "public")
+    connection = sink.connect()
+    try:
+        with sink.translated("dropping stale stage tables"):
+            stale = stale_stages(connection.cursor(), schema, export_id, older_than)
+            if stale:
+                connection.execute(f"DROP TABLE IF EXISTS {', '.join(stale)}")
+            connection.commit()
+        return stale
+    finally:
+        connection.close()
 
 
 def plan_load(
@@ -944,6 +1012,7 @@ class SegmentCopySession(LoadSession):
         with self._sink.translated("creating a stage table"):
             cursor = self._connection.cursor()
             cursor.execute(f"{self._sink.dialect.stage_prefix} {segment} ({self._create})")
+            cursor.execute(f"COMMENT ON TABLE {segment} IS {literal(stage_comment(self._sink.export_id))}")
             self._context = cursor.copy(f"COPY {segment} ({self._columns}) FROM STDIN (FORMAT BINARY)")
             self._copy = self._context.__enter__()
             self._copy.write(COPY_SIGNATURE)
@@ -1032,6 +1101,7 @@ class StagedSink:
 
     dialect_class: type[PostgresDialect] = PostgresDialect
     merges_without_unique_key = False  # Redshift merges by delete-then-insert, without ON CONFLICT
+    statement_timeout_in_options = True  # Redshift takes no `options` at connect: it is SET instead
 
     def __init__(
         self,
@@ -1044,10 +1114,15 @@ class StagedSink:
         self.dialect = self.dialect_class(config)
         self.load_connections = max(1, load_connections)
         self._connector = connector  # psycopg.connect unless a test passes another
+        self._watchdog: watchdog.Watchdog | None = None  # of the export under way
+        self.export_id: str | None = None  # of the export under way: named in its stage tables' comments
+        self._sockets: list[socket.socket] = []  # duplicates of its connections' sockets, for the stall hook
+        self._sockets_lock = threading.Lock()
 
     # connections
 
     def connection_options(self) -> dict[str, Any]:
+        timeout = {"options": f"-c statement_timeout={STATEMENT_TIMEOUT_S * 1000}"}
         return {
             "host": self.config["host"],
             "port": int(self.config.get("port") or 5432),
@@ -1055,6 +1130,12 @@ class StagedSink:
             "user": self.config["user"],
             "password": self.config.get("password") or "",
             "connect_timeout": CONNECT_TIMEOUT,
+            "keepalives": 1,
+            "keepalives_idle": KEEPALIVES_IDLE,
+            "keepalives_interval": KEEPALIVES_INTERVAL,
+            "keepalives_count": KEEPALIVES_COUNT,
+            "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+            **(timeout if self.statement_timeout_in_options else {}),
             "application_name": APPLICATION_NAME,
             # Encrypted whenever the server offers TLS; a self-signed certificate insists on TLS
             # without verifying the certificate (libpq verifies only with verify-ca/verify-full).
@@ -1071,11 +1152,33 @@ class StagedSink:
         try:
             with self.translated("setting up the session"):
                 connection.execute("SET TIME ZONE 'UTC'")
+                if not self.statement_timeout_in_options:
+                    connection.execute(f"SET statement_timeout TO {STATEMENT_TIMEOUT_S * 1000}")
                 connection.commit()
         except BaseException:
             connection.close()
             raise
+        self._watch(connection)
         return connection
+
+    def _watch(self, connection: Any) -> None:
+        """Let the run's watchdog unblock this connection: a duplicate of its socket is shut down if the
+        run stalls (a duplicate, so that the descriptor cannot be reused by another socket meanwhile)."""
+        dog = self._watchdog
+        fileno = getattr(getattr(connection, "pgconn", None), "socket", None)
+        if dog is None or not isinstance(fileno, int) or fileno < 0:
+            return
+        duplicate = socket.socket(fileno=os.dup(fileno))
+        with self._sockets_lock:
+            self._sockets.append(duplicate)
+        dog.on_stall(lambda: _shut_down(duplicate))
+
+    def _release_sockets(self) -> None:
+        with self._sockets_lock:
+            sockets, self._sockets = self._sockets, []
+        for duplicate in sockets:
+            with contextlib.suppress(OSError):
+                duplicate.close()
 
     @contextlib.contextmanager
     def translated(self, action: str) -> Iterator[None]:
@@ -1103,6 +1206,26 @@ class StagedSink:
     ) -> SinkResult:
         if run.model not in MODEL_RULES:
             raise NonRetryableError(f"{self.dialect.label} destinations cannot export the model '{run.model}'.")
+        self._watchdog = watchdog.current()
+        self.export_id = run.batch_export_id
+        try:
+            records, sent = self._export(run, batches, schema, progress, cancel)
+        finally:
+            self._watchdog = None
+            self._release_sockets()
+        if progress:
+            progress(Progress(records_completed=records, bytes_exported=sent))
+        logger.info("loaded %d %s rows into %s", records, run.model, self.config.get("table_name"))
+        return SinkResult(records, sent)
+
+    def _export(
+        self,
+        run: ExportRun,
+        batches: Iterable[pa.RecordBatch],
+        schema: pa.Schema,
+        progress: ProgressCallback | None,
+        cancel: CancelToken | None,
+    ) -> tuple[int, int]:
         connection = self.connect()
         plan: LoadPlan | None = None
         try:
@@ -1110,7 +1233,10 @@ class StagedSink:
             records, sent = self.load(connection, plan, batches, progress, cancel)
             if cancel:
                 cancel.raise_if_cancelled()
-            with self.translated(f"merging the loaded rows into '{plan.schema}.{plan.table}'"):
+            with (
+                self.translated(f"merging the loaded rows into '{plan.schema}.{plan.table}'"),
+                watchdog.patience(STATEMENT_TIMEOUT_S + 60, self._watchdog),  # the server works, silently
+            ):
                 self.merge(connection, plan)
             plan = None  # the merge dropped the stage
         except BaseException:
@@ -1122,10 +1248,7 @@ class StagedSink:
         finally:
             with contextlib.suppress(BaseException):
                 connection.close()
-        if progress:
-            progress(Progress(records_completed=records, bytes_exported=sent))
-        logger.info("loaded %d %s rows into %s", records, run.model, self.config.get("table_name"))
-        return SinkResult(records, sent)
+        return records, sent
 
     def prepare(self, connection: Any, run: ExportRun, model_schema: pa.Schema) -> LoadPlan:
         """Check the schema, create the table if needed, plan the columns, create the stage table."""
@@ -1240,7 +1363,8 @@ class PostgresSink(StagedSink):
         self._segments: Segments | None = None  # of the export under way (a sink exports one run at a time)
 
     def create_stage(self, cursor: Any, plan: LoadPlan) -> None:
-        """Drop the segments an earlier attempt of this run left (they are created while loading)."""
+        """Drop the segments an earlier attempt of this run left (they are created while loading), and
+        those of this export's other intervals older than any attempt lives (runs killed and never retried)."""
         prefix = f"{plan.stage_name}_"
         cursor.execute(
             "SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
@@ -1248,6 +1372,10 @@ class PostgresSink(StagedSink):
             (plan.schema, len(prefix), prefix),
         )
         stale = [qualified(plan.schema, row[0]) for row in cursor.fetchall()]
+        if self.export_id:
+            stale += [
+                name for name in stale_stages(cursor, plan.schema, self.export_id, STALE_STAGE_AGE) if name not in stale
+            ]
         if stale:
             cursor.execute(f"DROP TABLE IF EXISTS {', '.join(stale)}")
 

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 
 from batchexports.destinations.errors import DestinationError, NonRetryableError
 from batchexports.destinations.postgres_sink import (
+    STATEMENT_TIMEOUT_S,
     LoadPlan,
     LoadSession,
     PostgresDialect,
@@ -51,7 +52,7 @@ from batchexports.destinations.postgres_sink import (
     literal,
     scrub,
 )
-from batchexports.pipeline import keys
+from batchexports.pipeline import keys, watchdog
 from batchexports.pipeline.run import CancelToken, Progress, ProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -282,6 +283,7 @@ class RedshiftSink(StagedSink):
 
     dialect_class = RedshiftDialect
     merges_without_unique_key = True
+    statement_timeout_in_options = False  # Redshift rejects libpq's `options`: SET after connecting
 
     def __init__(
         self,
@@ -392,7 +394,10 @@ class RedshiftSink(StagedSink):
             store.put(manifest, json.dumps({"entries": entries}, indent=2).encode())
             if cancel:
                 cancel.raise_if_cancelled()
-            with self.translated(f"copying the staged files into the stage table of '{plan.schema}.{plan.table}'"):
+            with (
+                self.translated(f"copying the staged files into the stage table of '{plan.schema}.{plan.table}'"),
+                watchdog.patience(STATEMENT_TIMEOUT_S + 60, self._watchdog),  # Redshift reads S3, silently
+            ):
                 cursor = connection.cursor()
                 cursor.execute(copy_statement(plan, store.url(manifest), copy_inputs["authorization"]))
                 connection.commit()

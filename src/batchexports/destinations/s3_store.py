@@ -19,6 +19,7 @@ boto3 is imported when a store is built, never when this module is imported.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import threading
 from collections.abc import Iterator, Mapping
@@ -445,6 +446,29 @@ class S3ObjectStore:
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
+
+    def remove_leftovers(self, prefix: str, started_before: dt.datetime | None = None) -> list[str]:
+        """Abort the incomplete multipart uploads of keys under `prefix` initiated before `started_before`
+        (now by default): an interrupted run's parts, which S3 keeps (and bills) until aborted."""
+        cutoff = started_before or dt.datetime.now(dt.UTC)
+        aborted: list[str] = []
+        with self.translated(f"listing the incomplete uploads under '{prefix}'"):
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix):
+                for upload in page.get("Uploads") or ():
+                    initiated = upload.get("Initiated")
+                    if initiated is not None and initiated >= cutoff:
+                        continue  # a run in flight may own it
+                    try:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                    except Exception as error:
+                        if _error_code(error)[0] != "NoSuchUpload":  # completed or aborted meanwhile
+                            raise
+                    aborted.append(upload["Key"])
+        if aborted:
+            logger.info("aborted %d incomplete upload(s) under %s", len(aborted), self.url(prefix))
+        return aborted
 
 
 def _delete_error(code: str | None, message: str | None) -> Exception:

@@ -47,6 +47,7 @@ from batchexports.destinations import staging
 from batchexports.destinations.base import SinkResult
 from batchexports.destinations.errors import DestinationError, NonRetryableError, RetryableError, classified_by
 from batchexports.destinations.testing import scrub
+from batchexports.pipeline import watchdog
 from batchexports.pipeline.run import CancelToken, ExportRun, Progress, ProgressCallback
 from batchexports.pipeline.writers import JSON_COLUMNS
 
@@ -55,6 +56,8 @@ logger = logging.getLogger(__name__)
 STAGE_FILE_BYTES = 128 * 1024 * 1024  # Snowflake recommends 100-250 MB compressed files per COPY
 LOGIN_TIMEOUT = 30
 NETWORK_TIMEOUT = 600
+SOCKET_TIMEOUT = 120  # one read on the connector's socket
+REMOTE_PATIENCE = 3600.0  # the no-progress limit while Snowflake loads and merges
 SECRET_FIELDS = ("user", "password", "private_key", "private_key_passphrase")
 
 MERGE_KEYS, VERSION_COLUMNS = staging.MERGE_KEYS, staging.VERSION_COLUMNS
@@ -216,6 +219,7 @@ def connect_params(config: Mapping[str, Any]) -> dict[str, Any]:
         "warehouse": config["warehouse"],
         "login_timeout": LOGIN_TIMEOUT,
         "network_timeout": NETWORK_TIMEOUT,
+        "socket_timeout": SOCKET_TIMEOUT,
         "application": "batchexports",
         "session_parameters": {"QUERY_TAG": "batchexports", "TIMEZONE": "UTC"},
     }
@@ -340,7 +344,8 @@ class SnowflakeSink:
             files, records, size = stage_parquet(Path(folder), batches, staged_schema, progress, cancel)
             connection = connect(self.config)
             try:
-                with classified(self.config):
+                # COPY INTO and the merge report no progress; each request is bounded by NETWORK_TIMEOUT.
+                with classified(self.config), watchdog.patience(REMOTE_PATIENCE):
                     cursor = connection.cursor()
                     cursor.execute(table_ddl(self.table, schema))
                     stage = stage_table_name(run)

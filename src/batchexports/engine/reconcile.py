@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from temporalio.client import Client
 
-from batchexports.engine import schedules
+from batchexports.engine import leftovers, schedules
 from batchexports.engine.temporal_engine import start_backfill_workflow
 from batchexports.exports.models import BatchExport, BatchExportBackfill
 
@@ -50,6 +50,7 @@ async def reconcile(client: Client) -> ReconcileReport:
         await schedules.delete(client, schedule_id)
     for backfill_id in pending:
         await start_backfill_workflow(client, backfill_id)
+    leftovers.start_sweep()  # issue 12 item 3 (wt-leftovers): remove what interrupted runs left, in the background
     report = ReconcileReport(len(live), len(stale), len(pending))
     logger.info("reconcile: %s", report)
     return report

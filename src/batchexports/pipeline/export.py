@@ -1,7 +1,8 @@
 """`export()`: the rows of one run, from the events store to the destination, as Arrow batches.
 
 Callable without Temporal: the engine wraps it in an activity and heartbeats with the progress
-callback. A run with no rows finishes without touching the destination.
+callback. A run with no rows finishes without touching the destination. The sink runs under the
+no-progress watchdog (`watchdog.py`): a destination that stops answering fails the run retryably.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from batchexports.destinations.errors import NonRetryableError
 from batchexports.events.filters import InvalidFilters, parse_filters
 from batchexports.events.hogql import InvalidHogQL, parse_query
 from batchexports.events.store import DEFAULT_BATCH_ROWS, EventsStore, ModelQuery, get_store
+from batchexports.pipeline import watchdog
 from batchexports.pipeline.run import CancelToken, ExportResult, ExportRun, ProgressCallback
 
 
@@ -69,5 +71,10 @@ def export(
     if first is None:
         return ExportResult(0, 0, (), total)
     sink = spec.sink_factory(run.destination_config)
-    result = sink.export(run, itertools.chain([first], batches), reader.schema, progress, cancel)
+    cancel = cancel or CancelToken()  # the watchdog stops a stalled export through it
+    with watchdog.watching(cancel) as dog:
+        rows = itertools.chain([first], batches)
+        if dog is not None:
+            rows, progress = dog.batches(rows), dog.progress_callback(progress)
+        result = sink.export(run, rows, reader.schema, progress, cancel)
     return ExportResult(result.records, result.bytes_exported, result.files, total)

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from batchexports.destinations.object_store import ObjectStore, ObjectWriter
-from batchexports.pipeline import keys
+from batchexports.pipeline import keys, leftovers
 from batchexports.pipeline.run import CancelToken, ExportRun, Progress, ProgressCallback
 from batchexports.pipeline.writers import FormatWriter, open_writer
 
@@ -89,6 +89,9 @@ def export_files(
         name = keys.file_name(run, settings.file_format, settings.compression, part, settings.legacy_parquet_extension)
         return keys.join_key(folder, name)
 
+    leftovers.clean_interval(
+        store, keys.join_key(folder, keys.base_name(run))
+    )  # issue 12: earlier attempts' temp files
     part: _Part | None = _Part(store, key_of(0 if split else None), settings, schema)
     try:
         for batch in batches:
