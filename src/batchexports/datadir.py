@@ -66,9 +66,9 @@ class DataDirBusy(Exception):
         url = f", serving {holder['url']}" if holder.get("url") else ""
         since = f", since {holder['started_at']}" if holder.get("started_at") else ""
         super().__init__(
-            f"the data directory {directory} is in use by another process: pid {pid} (`batchexports {what}`{url}{since}). "
-            f"Stop that one first (Ctrl-C in its terminal, or `kill {pid}`), or give this one a data directory of "
-            "its own with BATCHEXPORTS_DATA_DIR."
+            f"the data directory {directory} is in use by another process: "
+            f"pid {pid} (`batchexports {what}`{url}{since}). Stop that one first (Ctrl-C in its terminal, "
+            f"or `kill {pid}`), or give this one a data directory of its own with BATCHEXPORTS_DATA_DIR."
         )
 
 

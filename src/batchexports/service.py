@@ -178,9 +178,9 @@ class ApiServer:
 def bind_listener(host: str, port: int) -> socket.socket:
     """A TCP socket bound to (host, port) but not listening yet (connections are refused until the
     API serves): binding first tells at once, before anything starts, that the port is taken."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+        0
+    ]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -76,7 +76,9 @@ async def _take_over_workflow(client: Client, workflow_id: str, run_id: str | No
             type=WORKER_LOST,
             next_retry_delay=RETRY_NOW,
         )
-        handle = client.get_async_activity_handle(workflow_id=workflow_id, run_id=run_id, activity_id=pending.activity_id)
+        handle = client.get_async_activity_handle(
+            workflow_id=workflow_id, run_id=run_id, activity_id=pending.activity_id
+        )
         await handle.fail(error, rpc_timeout=RPC_TIMEOUT)
         failed += 1
     return failed
