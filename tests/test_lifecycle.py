@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -162,8 +163,6 @@ def group_service(tmp_path: Path) -> Iterator[GroupService]:
 def start_slow_run(service: Service, receiver: SlowReceiver, events: int = 20_000) -> tuple[str, str, list[str]]:
     """An HTTP export of one past hour of `events` (5000 a request, each answered after the delay)."""
     hour = floor_hour(now_utc()) - 2 * HOUR
-    import random
-
     rng = random.Random(12)
     captured = make_events(spread(hour, events, rng), rng)
     for start in range(0, events, 5000):
@@ -249,8 +248,6 @@ def test_sigterm_to_the_process_group_cancels_after_the_grace_and_sigkill_resume
     # own) survives and keeps the state; the restart takes the dead worker's attempt over at once.
     receiver.received.clear()
     hour = floor_hour(now_utc()) - 3 * HOUR
-    import random
-
     rng = random.Random(13)
     second = make_events(spread(hour, 20_000, rng), rng)
     for start in range(0, len(second), 5000):
@@ -266,7 +263,8 @@ def test_sigterm_to_the_process_group_cancels_after_the_grace_and_sigkill_resume
     service.wait_backfill(export_id, backfill_2, "Completed", timeout=90)
     completed_in = time.monotonic() - restarted
     print(
-        f"after SIGKILL: the run resumed {resumed_in:.1f} s after the restart began, Completed after {completed_in:.1f} s"
+        f"after SIGKILL: the run resumed {resumed_in:.1f} s after the restart began, "
+        f"Completed after {completed_in:.1f} s"
     )
     assert resumed_in < 15
     assert sorted(receiver.uuids_since(restarted)) == sorted(e["uuid"] for e in second)
