@@ -1,13 +1,24 @@
-"""The `batchexports` command: `up`, `api`, `bootstrap`, `api-key`, `set-password`, `import`, `demo`, `migrate`."""
+"""The `batchexports` command: `up`, `api`, `bootstrap`, `api-key`, `set-password`, `import`, `demo`, `migrate`.
+
+The commands that open the data directory's single-process stores (`up`; `worker`, `api`, `import`
+and `demo` with the DuckDB events store) first take its lock, and `up`/`api` bind their port: a
+second instance, or a port in use, is refused before anything is migrated, bootstrapped, printed
+or started.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shlex
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+EXIT_DATA_DIR_IN_USE = 3
+EXIT_PORT_IN_USE = 4
 
 
 def _setup_django() -> None:
@@ -15,6 +26,45 @@ def _setup_django() -> None:
     import django
 
     django.setup()
+
+
+def _uses_duckdb() -> bool:
+    return os.environ.get("BATCHEXPORTS_EVENTS_STORE", "duckdb") == "duckdb"
+
+
+def _lock_data_dir_or_exit(command: str, url: str | None = None, worker_identity: str | None = None) -> Any:
+    """The data dir's lock, or exit naming the process that holds it (touching nothing)."""
+    from batchexports.datadir import DataDirBusy, DataDirLock
+
+    try:
+        return DataDirLock().acquire(command, url=url, worker_identity=worker_identity)
+    except DataDirBusy as busy:
+        print(f"error: {busy}", file=sys.stderr)
+        raise SystemExit(EXIT_DATA_DIR_IN_USE) from None
+
+
+def _bind_or_exit(host: str, port: int, option: str = "--port") -> Any:
+    from batchexports.service import bind_listener
+
+    try:
+        return bind_listener(host, port)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            problem = f"port {port} on {host} is already in use by another program"
+        elif error.errno == errno.EACCES:
+            problem = f"port {port} on {host} needs privileges this process does not have"
+        else:
+            problem = f"cannot listen on {host}:{port} ({error.strerror or error})"
+        print(
+            f"error: {problem}. Stop what uses it, or choose another port: {option} N "
+            "(or BATCHEXPORTS_PORT=N). Nothing was started.",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_PORT_IN_USE) from None
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://{host}:{port}/"
 
 
 def _migrate(verbosity: int = 0) -> None:
@@ -146,6 +196,8 @@ def _progress(total: int | None, unit: str = "events") -> object:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    if _uses_duckdb():
+        _lock_data_dir_or_exit("import")
     _setup_django()
     _migrate()
     from batchexports.events.importer import EventsFile, ImportFileError
@@ -175,6 +227,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if _uses_duckdb():
+        _lock_data_dir_or_exit("demo")
     _setup_django()
     _migrate()
     from batchexports.events.demo import DemoTraffic
@@ -194,35 +248,61 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(host: str, port: int) -> None:
-    import uvicorn
+def _check_grace_or_exit() -> None:
+    from batchexports.engine.config import shutdown_grace
 
-    uvicorn.run("batchexports.asgi:application", host=host, port=port, log_level="info", lifespan="off")
+    try:
+        shutdown_grace()
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    if _uses_duckdb():  # capture writes to the DuckDB file, which has one writing process
+        _lock_data_dir_or_exit("api", url=_url(args.host, args.port))
+    listener = _bind_or_exit(args.host, args.port)
+    from batchexports.service import StopRequest, run_api
+
+    stop = StopRequest().install()
     _setup_django()
     _migrate()
-    _serve(args.host, args.port)
-    return 0
+    print(f"API:               http://{args.host}:{args.port}/api/", flush=True)
+    return run_api(listener, stop)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    _setup_django()
-    from batchexports.service import run_worker_forever
+    _check_grace_or_exit()
+    from batchexports.engine.config import worker_identity
 
-    run_worker_forever()
-    return 0
+    identity = worker_identity()
+    previous = None
+    if _uses_duckdb():  # activities read the DuckDB file, which has one process
+        previous = _lock_data_dir_or_exit("worker", worker_identity=identity).previous.get("worker_identity")
+    from batchexports.service import StopRequest, run_worker_forever
+
+    stop = StopRequest().install()
+    _setup_django()
+    return run_worker_forever(stop, identity, previous)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    _check_grace_or_exit()
+    from batchexports.engine.config import worker_identity
+
+    identity = worker_identity()
+    lock = _lock_data_dir_or_exit("up", url=_url(args.host, args.port), worker_identity=identity)
+    listener = _bind_or_exit(args.host, args.port)
+    from batchexports.service import StopRequest, run_up
+
+    # From here on SIGINT/SIGTERM are a graceful stop, even while migrating or starting up.
+    stop = StopRequest().install()
     _setup_django()
     _migrate()
     from django.conf import settings
 
     from batchexports.accounts.bootstrap import bootstrap
     from batchexports.accounts.models import User
-    from batchexports.service import run_up
 
     fresh = not User.objects.exists()
     result = None
@@ -240,8 +320,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"data directory:    {settings.DATA_DIR}")
     print(f"web page:          http://{args.host}:{args.port}/")
     print(f"API:               http://{args.host}:{args.port}/api/", flush=True)
-    run_up(lambda: _serve(args.host, args.port), after_start=after_start)
-    return 0
+    return run_up(listener, stop, after_start, identity, lock.previous.get("worker_identity"))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,10 +43,10 @@ logger = logging.getLogger(__name__)
 
 NON_RETRYABLE = "NonRetryableError"
 T = TypeVar("T")
-# How often export_run heartbeats from its own thread, whatever the pipeline is doing; well under
-# the run workflow's heartbeat timeout, so a slow query never looks like a dead worker, while a
-# worker that died (SIGKILL, lost host) is noticed and its export retried within that timeout.
-HEARTBEAT_EVERY = 5.0
+# How often export_run heartbeats from its own thread, whatever the pipeline is doing; a fifth of
+# the run workflow's heartbeat timeout (10 s), so a slow query or a stall of a few seconds never
+# looks like a dead worker, while a worker that died is noticed and its export retried within it.
+HEARTBEAT_EVERY = 2.0
 
 
 def _own_connection(function: Callable[..., T]) -> Callable[..., T]:

@@ -22,7 +22,6 @@ with workflow.unsafe.imports_passed_through():
     from batchexports.engine.run_workflow import RunWorkflow, cancel_requested
     from batchexports.exports.intervals import IntervalCalendar
 
-BOOKKEEPING = {"start_to_close_timeout": timedelta(minutes=2), "retry_policy": RetryPolicy(maximum_attempts=20)}
 CONTINUE_AS_NEW_EVERY = 250
 
 
@@ -34,7 +33,15 @@ def backfill_workflow_id(backfill_id: str) -> str:
 class BackfillWorkflow:
     @workflow.run
     async def run(self, data: BackfillInput) -> str:
-        plan = await workflow.execute_activity(activities.start_backfill, data, **BOOKKEEPING)
+        plan = await workflow.execute_activity(
+            activities.start_backfill,
+            data,
+            # It asks the events store for the earliest row of the model: longer than a row write.
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=20
+            ),
+        )
         if plan is None:
             return "Skipped"
         try:
@@ -67,12 +74,24 @@ class BackfillWorkflow:
             await asyncio.shield(
                 asyncio.ensure_future(
                     workflow.execute_activity(
-                        activities.finish_backfill, FinishBackfillInput(data.backfill_id, "Cancelled"), **BOOKKEEPING
+                        activities.finish_backfill,
+                        FinishBackfillInput(data.backfill_id, "Cancelled"),
+                        start_to_close_timeout=timedelta(seconds=15),
+                        retry_policy=RetryPolicy(
+                            initial_interval=timedelta(seconds=1),
+                            maximum_interval=timedelta(seconds=10),
+                            maximum_attempts=20,
+                        ),
                     )
                 )
             )
             raise
         await workflow.execute_activity(
-            activities.finish_backfill, FinishBackfillInput(data.backfill_id, "Completed"), **BOOKKEEPING
+            activities.finish_backfill,
+            FinishBackfillInput(data.backfill_id, "Completed"),
+            start_to_close_timeout=timedelta(seconds=15),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=20
+            ),
         )
         return "Completed"

