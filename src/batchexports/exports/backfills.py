@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
 
@@ -87,11 +88,22 @@ def _parse_bound(name: str, raw: Any, batch_export: BatchExport, calendar: Inter
     return moment.astimezone(dt.UTC)
 
 
+@extend_schema_field({"type": "string", "nullable": True, "description": "ISO 8601 datetime, or a date (day, week)"})
+class _AsSent(serializers.Field):
+    """A value as the client sent it (JSON of any type, or a form field's text), checked by `_parse_bound`."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
 class BackfillRequestSerializer(serializers.Serializer):
     """`{"start_at", "end_at"}` of a new backfill, checked against the export's interval."""
 
-    start_at = serializers.JSONField(required=False, allow_null=True)
-    end_at = serializers.JSONField(required=False, allow_null=True)
+    start_at = _AsSent(required=False, allow_null=True)
+    end_at = _AsSent(required=False, allow_null=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         batch_export: BatchExport = self.context["batch_export"]

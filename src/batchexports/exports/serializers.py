@@ -55,7 +55,7 @@ class RunsListQuerySerializer(serializers.Serializer):
     """Query parameters of a runs list, as PostHog takes them."""
 
     status = serializers.ListField(
-        child=serializers.CharField(),
+        child=serializers.CharField(allow_blank=True),
         required=False,
         help_text="Only runs in these statuses; repeat the parameter for several (`?status=Failed&status=Completed`).",
     )
