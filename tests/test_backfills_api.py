@@ -3,12 +3,17 @@ deprecated `…/batch_exports/:id/backfill/`.
 
 Creating one checks its range against the export's interval (datetimes with an offset for
 fixed intervals, dates or boundary datetimes for days and weeks), records it with the number of
-intervals it covers and hands it to the engine; its progress is counted from its runs.
+intervals it covers and hands it to the engine; its progress is counted from its runs, null
+where PostHog's is null. `end_at` may be one interval ahead, as PostHog accepts it; a project may
+have BATCHEXPORTS_MAX_CONCURRENT_BACKFILLS active backfills, one more is PostHog's 429.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -20,6 +25,7 @@ from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchE
 from tests.conftest import export_payload, walk
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+HOUR = dt.timedelta(hours=1)
 
 
 def create_export(api: Any, prefix: str, **overrides: Any) -> BatchExport:
@@ -95,6 +101,19 @@ def test_create_backfill(api: Any, backfills_url: str, export: BatchExport, engi
         "batch_export": str(export.id),
     }
     assert body["progress"] == {"total_runs": 5, "finished_runs": 0, "progress": 0.0}
+    # Set by the engine when it starts the backfill (see the engine tests).
+    assert (body["total_records_count"], body["adjusted_start_at"]) == (None, None)
+
+
+def test_backfill_shows_its_record_count_and_adjusted_start(api: Any, backfills_url: str, export: BatchExport) -> None:
+    backfill = created(post_backfill(api, backfills_url, "2023-12-01T00:00:00Z", "2024-01-01T05:00:00Z"))
+    BatchExportBackfill.objects.filter(id=backfill.id).update(
+        status="Running", total_records_count=12345, adjusted_start_at=T0, total_runs=5
+    )
+    body = api.get(f"{backfills_url}{backfill.id}/").json()
+    assert (body["total_records_count"], body["adjusted_start_at"]) == (12345, "2024-01-01T00:00:00Z")
+    assert body["start_at"] == "2023-12-01T00:00:00Z"
+    assert api.get(backfills_url).json()["results"] == [body]
 
 
 def test_create_backfill_with_an_offset_stores_utc(api: Any, backfills_url: str) -> None:
@@ -255,11 +274,31 @@ def test_start_must_be_before_end(
     assert engine.calls == []
 
 
-def test_end_in_the_future_is_refused(api: Any, backfills_url: str, engine: RecordingEngine) -> None:
+def test_end_more_than_one_interval_ahead_is_refused(api: Any, backfills_url: str, engine: RecordingEngine) -> None:
     future = timezone.now().replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=2)
-    assert_400(post_backfill(api, backfills_url, "2024-01-01T00:00:00Z", iso(future)), "end_at", "future")
+    assert_400(
+        post_backfill(api, backfills_url, "2024-01-01T00:00:00Z", iso(future)), "end_at", "too far into the future"
+    )
     assert not BatchExportBackfill.objects.exists()
     assert engine.calls == []
+
+
+def test_end_up_to_one_interval_ahead_is_accepted(api: Any, backfills_url: str, engine: RecordingEngine) -> None:
+    """As PostHog accepts it: the interval in progress may be included (the engine waits for its end)."""
+    this_hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    backfill = created(post_backfill(api, backfills_url, iso(this_hour - dt.timedelta(hours=2)), iso(this_hour + HOUR)))
+    assert (backfill.end_at, backfill.total_runs) == (this_hour + HOUR, 3)
+    assert [call.name for call in engine.calls] == ["start_backfill"]
+
+
+def test_daily_export_end_may_be_tomorrow_not_the_day_after(api: Any, prefix: str, engine: RecordingEngine) -> None:
+    export = create_export(api, prefix, interval="day")
+    url = f"{prefix}{export.id}/backfills/"
+    today = timezone.now().astimezone(dt.UTC).date()
+    tomorrow, after = today + dt.timedelta(days=1), today + dt.timedelta(days=2)
+    backfill = created(post_backfill(api, url, str(today - dt.timedelta(days=1)), str(tomorrow)))
+    assert backfill.total_runs == 2
+    assert_400(post_backfill(api, url, str(today), str(after)), "end_at", "too far into the future", "'day'")
 
 
 def test_start_at_null_is_allowed(api: Any, backfills_url: str, export: BatchExport, engine: RecordingEngine) -> None:
@@ -379,6 +418,55 @@ def test_progress_counts_finished_runs(api: Any, backfills_url: str, four_hour_b
     assert api.get(url).json()["progress"] == {"total_runs": 4, "finished_runs": 3, "progress": 0.75}
 
 
+@pytest.mark.parametrize("status", ["Failed", "Cancelled", "Terminated", "TimedOut"])
+def test_progress_is_null_for_a_backfill_that_ended_otherwise_than_completed(
+    api: Any, backfills_url: str, four_hour_backfill: BatchExportBackfill, status: str
+) -> None:
+    add_run(four_hour_backfill, 0, "Completed")
+    BatchExportBackfill.objects.filter(id=four_hour_backfill.id).update(status=status)
+    assert api.get(f"{backfills_url}{four_hour_backfill.id}/").json()["progress"] is None
+
+
+def test_progress_of_a_backfill_from_the_beginning_of_time_waits_for_its_adjusted_start(
+    api: Any, backfills_url: str
+) -> None:
+    backfill = created(post_backfill(api, backfills_url, None, "2024-01-01T04:00:00Z"))
+    url = f"{backfills_url}{backfill.id}/"
+    # Running with a number of runs but no start yet: PostHog cannot count progress, nor can we.
+    BatchExportBackfill.objects.filter(id=backfill.id).update(status="Running", total_runs=4)
+    assert api.get(url).json()["progress"] is None
+    BatchExportBackfill.objects.filter(id=backfill.id).update(adjusted_start_at=T0)
+    add_run(backfill, 0, "Completed")
+    assert api.get(url).json()["progress"] == {"total_runs": 4, "finished_runs": 1, "progress": 0.25}
+
+
+def test_progress_is_null_while_there_is_nothing_to_export(
+    api: Any, backfills_url: str, four_hour_backfill: BatchExportBackfill
+) -> None:
+    BatchExportBackfill.objects.filter(id=four_hour_backfill.id).update(status="Running", total_runs=0)
+    assert api.get(f"{backfills_url}{four_hour_backfill.id}/").json()["progress"] is None
+
+
+def test_progress_counts_completed_and_failed_runs_only(
+    api: Any, backfills_url: str, four_hour_backfill: BatchExportBackfill
+) -> None:
+    """As PostHog counts them: a cancelled, terminated or timed-out run may be retried by hand."""
+    for hour, status in enumerate(["Cancelled", "Terminated", "TimedOut", "FailedRetryable"]):
+        add_run(four_hour_backfill, hour, status)
+    url = f"{backfills_url}{four_hour_backfill.id}/"
+    assert api.get(url).json()["progress"] == {"total_runs": 4, "finished_runs": 0, "progress": 0.0}
+    add_run(four_hour_backfill, 0, "Completed")
+    assert api.get(url).json()["progress"] == {"total_runs": 4, "finished_runs": 1, "progress": 0.25}
+
+
+def test_progress_never_exceeds_one(api: Any, backfills_url: str, four_hour_backfill: BatchExportBackfill) -> None:
+    BatchExportBackfill.objects.filter(id=four_hour_backfill.id).update(total_runs=2)
+    for hour in range(3):
+        add_run(four_hour_backfill, hour, "Completed")
+    progress = api.get(f"{backfills_url}{four_hour_backfill.id}/").json()["progress"]
+    assert progress == {"total_runs": 3, "finished_runs": 3, "progress": 1.0}
+
+
 def test_completed_backfill_progress_is_one(
     api: Any, backfills_url: str, four_hour_backfill: BatchExportBackfill
 ) -> None:
@@ -473,3 +561,82 @@ def test_cancel_backfill_needs_write_scope(
     four_hour_backfill.refresh_from_db()
     assert four_hour_backfill.status == "Starting"
     assert engine.calls == []
+
+
+# Concurrency limit
+
+
+@pytest.fixture
+def limit_of_two(settings: Any) -> None:
+    settings.BATCHEXPORTS_MAX_CONCURRENT_BACKFILLS = 2
+
+
+def assert_too_many(response: Any) -> None:
+    assert response.status_code == 429, response.json()
+    body = response.json()
+    assert (body["type"], body["code"], body["attr"]) == ("throttled_error", "too_many_concurrent_backfills", None)
+    assert "2 batch export backfill(s) running (at most 2 at once)" in body["detail"]
+    assert "cancel" in body["detail"]
+
+
+def test_one_backfill_over_the_projects_limit_is_a_429(
+    api: Any, prefix: str, backfills_url: str, export: BatchExport, engine: RecordingEngine, limit_of_two: None
+) -> None:
+    other_export = create_export(api, prefix, name="Other")  # the limit is per project, not per export
+    first = created(post_backfill(api, backfills_url, "2024-01-01T00:00:00Z", "2024-01-01T01:00:00Z"))
+    created(post_backfill(api, f"{prefix}{other_export.id}/backfills/", "2024-01-01T00:00:00Z", "2024-01-01T01:00:00Z"))
+    engine.clear()
+    assert_too_many(post_backfill(api, backfills_url, "2024-01-02T00:00:00Z", "2024-01-02T01:00:00Z"))
+    deprecated = api.post(
+        f"{prefix}{export.id}/backfill/", {"start_at": "2024-01-02T00:00:00Z", "end_at": "2024-01-02T01:00:00Z"}
+    )
+    assert_too_many(deprecated)
+    assert BatchExportBackfill.objects.count() == 2
+    assert engine.calls == []
+    # A finished backfill frees its place.
+    BatchExportBackfill.objects.filter(id=first.id).update(status="Completed")
+    created(post_backfill(api, backfills_url, "2024-01-02T00:00:00Z", "2024-01-02T01:00:00Z"))
+
+
+def test_the_limit_counts_starting_and_running_backfills_of_the_project_only(
+    api: Any, backfills_url: str, export: BatchExport, limit_of_two: None, sibling_project: Any
+) -> None:
+    for status in ("Completed", "Failed", "Cancelled"):
+        BatchExportBackfill.objects.create(team_id=export.team_id, batch_export=export, status=status)
+    sibling = create_export(api, f"/api/projects/{sibling_project.id}/batch_exports/", name="Sibling")
+    for _ in range(3):
+        BatchExportBackfill.objects.create(team_id=sibling_project.id, batch_export=sibling, status="Running")
+    BatchExportBackfill.objects.create(team_id=export.team_id, batch_export=export, status="Running")
+    created(post_backfill(api, backfills_url, "2024-01-01T00:00:00Z", "2024-01-01T01:00:00Z"))
+    assert_too_many(post_backfill(api, backfills_url, "2024-01-01T00:00:00Z", "2024-01-01T01:00:00Z"))
+
+
+def test_a_retry_is_not_held_back_by_the_limit(
+    api: Any, prefix: str, export: BatchExport, engine: RecordingEngine, limit_of_two: None
+) -> None:
+    """As in PostHog, the limit applies to the backfill routes, not to a run's retry."""
+    for _ in range(2):
+        BatchExportBackfill.objects.create(team_id=export.team_id, batch_export=export, status="Running")
+    run = BatchExportRun.objects.create(
+        batch_export=export, status="Failed", data_interval_start=T0, data_interval_end=T0 + HOUR
+    )
+    response = api.post(f"{prefix}{export.id}/runs/{run.id}/retry/")
+    assert response.status_code == 201, response.json()
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, "10"), ("3", "3"), ("0", "error"), ("many", "error")])
+def test_the_limit_is_read_from_the_environment(value: str | None, expected: str, tmp_path: Any) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "BATCHEXPORTS_MAX_CONCURRENT_BACKFILLS"}
+    env.update(BATCHEXPORTS_DATA_DIR=str(tmp_path), BATCHEXPORTS_SECRET_KEY="x")
+    if value is not None:
+        env["BATCHEXPORTS_MAX_CONCURRENT_BACKFILLS"] = value
+    code = "from batchexports import settings; print(settings.BATCHEXPORTS_MAX_CONCURRENT_BACKFILLS)"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    if expected == "error":
+        assert result.returncode != 0
+        assert f"BATCHEXPORTS_MAX_CONCURRENT_BACKFILLS must be a whole number of at least 1, not '{value}'" in (
+            result.stderr
+        )
+    else:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == expected

@@ -1,5 +1,7 @@
 """Specification of the engine on a real Temporal dev server: schedules follow the database, runs
-and backfills export through the pipeline, failures and cancellations are recorded."""
+and backfills export through the pipeline, failures and cancellations are recorded, and every
+execution of an interval (schedule, backfill, retry) is a run row of its own while the destination
+holds the interval's rows once."""
 
 from __future__ import annotations
 
@@ -177,10 +179,17 @@ def test_a_backfill_exports_every_interval_exactly_once(api, project, worker, ev
     ]
     assert exported_rows(rows_in(export_dir)) == expected_rows(source)
 
-    # The same range again: the same runs and files, replaced, never duplicated.
+    backfill = BatchExportBackfill.objects.get(id=backfill_id)
+    # Estimated from the source when it started, then what its runs exported.
+    assert backfill.total_records_count == 600 and backfill.adjusted_start_at is None
+
+    # The same range again: six more runs, each its own, while the files are replaced, never duplicated.
     again = api.post(url, body, format="json").json()["backfill_id"]
     wait_for(lambda: api.get(f"{url}{again}/").json()["status"] == "Completed", what="the second backfill")
-    assert BatchExportRun.objects.filter(batch_export_id=export_id).count() == 6
+    runs = BatchExportRun.objects.filter(batch_export_id=export_id)
+    assert runs.count() == 12
+    assert sorted(str(r.backfill_id) for r in runs) == sorted([backfill_id] * 6 + [again] * 6)
+    assert {r.data_interval_start for r in runs.filter(backfill_id=again)} == {start + i * HOUR for i in range(6)}
     assert exported_rows(rows_in(export_dir)) == expected_rows(source)
 
 
@@ -193,6 +202,61 @@ def test_a_backfill_without_a_start_begins_at_the_earliest_data(api, project, wo
     wait_for(lambda: api.get(f"{url}{backfill_id}/").json()["status"] == "Completed", what="the backfill")
     assert BatchExportBackfill.objects.get(id=backfill_id).total_runs == 3
     assert BatchExportRun.objects.filter(batch_export_id=export_id, status="Completed").count() == 3
+    body = api.get(f"{url}{backfill_id}/").json()
+    # The open start was moved to the earliest data, and PostHog's fields say so.
+    assert (body["start_at"], body["adjusted_start_at"]) == (None, start.isoformat().replace("+00:00", "Z"))
+    assert body["total_records_count"] == 30
+
+
+def test_a_start_before_the_data_is_moved_to_it(api, project, worker, events_store, export_dir):
+    start = past_hours(3)
+    events_store.import_table(project.id, known_events(20, start=start + dt.timedelta(minutes=5), span=HOUR))
+    export_id = file_export(api, project)["id"]
+    url = f"{prefix_for('projects', project)}{export_id}/backfills/"
+    body = {"start_at": (start - 5 * HOUR).isoformat(), "end_at": (start + 2 * HOUR).isoformat()}
+    backfill_id = api.post(url, body, format="json").json()["backfill_id"]
+    wait_for(lambda: api.get(f"{url}{backfill_id}/").json()["status"] == "Completed", what="the backfill")
+    backfill = BatchExportBackfill.objects.get(id=backfill_id)
+    assert (backfill.start_at, backfill.adjusted_start_at, backfill.total_runs) == (start - 5 * HOUR, start, 2)
+    assert backfill.total_records_count == 20
+    assert sorted(r.data_interval_start for r in BatchExportRun.objects.filter(backfill_id=backfill_id)) == [
+        start,
+        start + HOUR,
+    ]
+
+
+def test_a_backfill_ending_one_interval_ahead_waits_for_that_interval(api, project, worker, events_store, export_dir):
+    """The interval in progress is not exported half-done: the backfill waits for its end."""
+    this_hour = past_hours(0)
+    events_store.import_table(project.id, known_events(12, start=this_hour - HOUR, span=HOUR))
+    in_progress = known_events(3, start=this_hour, span=dt.timedelta(microseconds=3), seed=5)
+    events_store.import_table(project.id, in_progress)  # events of the hour in progress
+    export_id = file_export(api, project)["id"]
+    url = f"{prefix_for('projects', project)}{export_id}/backfills/"
+    body = {"start_at": (this_hour - HOUR).isoformat(), "end_at": (this_hour + HOUR).isoformat()}
+    response = api.post(url, body, format="json")
+    assert response.status_code == 201, response.json()
+    backfill_id = response.json()["backfill_id"]
+    wait_for(
+        lambda: BatchExportRun.objects.filter(backfill_id=backfill_id, status="Completed").exists(),
+        what="the past interval's run",
+    )
+    time.sleep(1.5)
+    runs = [(r.data_interval_start, r.status, r.records_completed) for r in BatchExportRun.objects.all()]
+    assert runs == [(this_hour - HOUR, "Completed", 12)]
+    detail = api.get(f"{url}{backfill_id}/").json()
+    assert detail["status"] == "Running"
+    assert detail["progress"] == {"total_runs": 2, "finished_runs": 1, "progress": 0.5}
+    assert detail["total_records_count"] == 15  # the source's estimate of the whole range
+    assert api.post(f"{url}{backfill_id}/cancel/").json() == {"cancelled": True}
+    handle = temporal.client().get_workflow_handle(f"backfill-{backfill_id}")
+    wait_for(
+        lambda: temporal.call(handle.describe()).status == WorkflowExecutionStatus.CANCELED,
+        what="the waiting backfill to end cancelled",
+    )
+    assert BatchExportRun.objects.filter(backfill_id=backfill_id).count() == 1
+    # Once it ended, what it exported.
+    wait_for(lambda: BatchExportBackfill.objects.get(id=backfill_id).total_records_count == 12, what="the count")
 
 
 def test_retrying_a_run_re_exports_its_interval(api, project, worker, events_store, export_dir):
@@ -203,11 +267,61 @@ def test_retrying_a_run_re_exports_its_interval(api, project, worker, events_sto
         batch_export_id=export_id, status="Failed", data_interval_start=start, data_interval_end=start + HOUR
     )
     base = f"{prefix_for('projects', project)}{export_id}/runs/{run.id}/"
-    backfill_id = api.post(f"{base}retry/").json()["backfill_id"]
+    response = api.post(f"{base}retry/")
+    assert response.status_code == 201, response.json()
+    backfill_id = response.json()["backfill_id"]
     wait_for(lambda: BatchExportBackfill.objects.get(id=backfill_id).status == "Completed", what="the retry")
     run.refresh_from_db()
-    assert (run.status, run.records_completed) == ("Completed", 40)
+    assert run.status == "Failed"  # the earlier attempt stays as it was
+    retried = BatchExportRun.objects.get(backfill_id=backfill_id)
+    assert (retried.data_interval_start, retried.status, retried.records_completed) == (start, "Completed", 40)
     assert len(rows_in(export_dir)) == 40
+
+
+def test_retrying_a_completed_run_keeps_both_runs_and_the_rows_once(api, project, worker, events_store, export_dir):
+    start = past_hours(2)
+    source = known_events(50, start=start)
+    events_store.import_table(project.id, source)
+    export_id = file_export(api, project)["id"]
+    runs_url = f"{prefix_for('projects', project)}{export_id}/runs/"
+    backfills_url = f"{prefix_for('projects', project)}{export_id}/backfills/"
+    body = {"start_at": start.isoformat(), "end_at": (start + HOUR).isoformat()}
+    first_backfill = api.post(backfills_url, body, format="json").json()["backfill_id"]
+    wait_for(lambda: BatchExportBackfill.objects.get(id=first_backfill).status == "Completed", what="the first run")
+    (first,) = BatchExportRun.objects.filter(batch_export_id=export_id)
+    time.sleep(1.1)  # the retry starts visibly later
+
+    response = api.post(f"{runs_url}{first.id}/retry/")
+    assert response.status_code == 201, response.json()
+    retry_backfill = response.json()["backfill_id"]
+    wait_for(lambda: BatchExportBackfill.objects.get(id=retry_backfill).status == "Completed", what="the retry")
+
+    listed = api.get(runs_url).json()["results"]
+    assert [r["status"] for r in listed] == ["Completed", "Completed"]
+    second, earlier = listed  # newest first
+    assert earlier["id"] == str(first.id) and second["id"] != earlier["id"]
+    assert second["backfill"] == retry_backfill and earlier["backfill"] == first_backfill
+    for run in listed:
+        assert (run["data_interval_start"], run["records_completed"]) == (
+            start.isoformat().replace("+00:00", "Z"),
+            50,
+        )
+    # Each run's duration is its own: the retry started after the first had finished.
+    parse = lambda value: dt.datetime.fromisoformat(value.replace("Z", "+00:00"))  # noqa: E731
+    assert parse(earlier["created_at"]) < parse(earlier["finished_at"]) < parse(second["created_at"])
+    assert parse(second["created_at"]) < parse(second["finished_at"])
+    first.refresh_from_db()
+    assert first.finished_at == parse(earlier["finished_at"])  # the retry did not touch the first run
+    # Both executions have their own log lines.
+    assert BatchExportLogEntry.objects.filter(run_id=first.id, message__contains="Run completed").count() == 1
+    assert BatchExportLogEntry.objects.filter(run_id=second["id"], message__contains="Run completed").count() == 1
+    # The destination holds the interval's rows once.
+    assert exported_rows(rows_in(export_dir)) == expected_rows(source)
+    # Both are in the interval-ordered list too, and in the app metrics of today.
+    by_interval = api.get(runs_url, {"ordering": "-data_interval_start", "status": "Completed"}).json()["results"]
+    assert {r["id"] for r in by_interval} == {r["id"] for r in listed}
+    metrics = api.get(f"/api/projects/{project.id}/app_metrics/{export_id}/", {"date_from": "-1d"}).json()
+    assert metrics["metrics"]["totals"] == {"successes": 2, "successes_on_retry": 0, "failures": 0}
 
 
 def test_a_destination_error_fails_the_run_at_once_with_its_reason(api, project, worker, events_store, export_dir):

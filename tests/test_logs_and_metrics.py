@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -237,9 +236,11 @@ def add_run(
     end: dt.datetime,
     status: str,
     backfill: BatchExportBackfill | None = None,
+    updated: dt.datetime | None = None,
     **fields: Any,
 ) -> BatchExportRun:
-    return BatchExportRun.objects.create(
+    """A run of the interval ending at `end`, last updated at `updated` (default: `end`)."""
+    run = BatchExportRun.objects.create(
         batch_export=batch_export,
         status=status,
         data_interval_start=end - dt.timedelta(hours=1),
@@ -247,76 +248,85 @@ def add_run(
         backfill=backfill,
         **fields,
     )
+    BatchExportRun.objects.filter(id=run.id).update(last_updated_at=updated or end)  # auto_now skips update()
+    return run
+
+
+def expected_metrics(counted: list[tuple[dt.datetime, str]]) -> dict[str, Any]:
+    """PostHog's metrics of runs last updated at the given moments, counted as `successes` or `failures`."""
+    days = sorted({moment.astimezone(dt.UTC).date() for moment, _ in counted})
+    count = lambda day, kind: sum(1 for m, k in counted if m.astimezone(dt.UTC).date() == day and k == kind)  # noqa: E731
+    successes = [count(day, "successes") for day in days]
+    failures = [count(day, "failures") for day in days]
+    return {
+        "dates": [day.isoformat() for day in days],
+        "successes": successes,
+        "successes_on_retry": [0] * len(days),
+        "failures": failures,
+        "totals": {"successes": sum(successes), "successes_on_retry": 0, "failures": sum(failures)},
+    }
 
 
 @pytest.fixture
-def crafted_runs(metrics_export: BatchExport, api: Any, project: Project) -> dict[str, list[int]]:
-    """Runs over the last 8 days; returns the expected per-day counts, oldest day first."""
+def crafted_runs(metrics_export: BatchExport, api: Any, project: Project) -> dict[str, Any]:
+    """Runs last updated over the last 8 days; returns PostHog's metrics for `date_from=-7d`."""
     now = timezone.now()
-    today = now.astimezone(dt.UTC).date()
-    days = [today - dt.timedelta(days=7 - i) for i in range(8)]
     backfill = BatchExportBackfill.objects.create(
         team_id=metrics_export.team_id, batch_export=metrics_export, status="Completed"
     )
-
-    def on(day: dt.date, second: int) -> dt.datetime:
-        """A moment on `day`, never later than now."""
-        return min(dt.datetime.combine(day, dt.time(0, 0, second), tzinfo=dt.UTC), now)
-
-    expected = {"successes": [0] * 8, "successes_on_retry": [0] * 8, "failures": [0] * 8}
-    plan = [  # (day index, status, from a backfill, counted as)
-        (0, "Completed", False, "successes"),  # the first day counts from its midnight, as PostHog's -7d does
-        (0, "Failed", False, "failures"),
-        (2, "Completed", False, "successes"),
-        (2, "Completed", False, "successes"),
-        (2, "Completed", True, "successes_on_retry"),
-        (4, "Failed", False, "failures"),
-        (4, "Running", False, None),
-        (5, "Starting", False, None),
-        (7, "Completed", False, "successes"),
-        (7, "Completed", True, "successes_on_retry"),
-        (7, "Failed", False, "failures"),
+    ago = lambda **delta: now - dt.timedelta(**delta)  # noqa: E731
+    old_interval = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
+    plan = [  # (last updated, status, from a backfill, interval end or None, counted as)
+        (ago(days=7, minutes=-1), "Completed", False, None, "successes"),  # -7d is now minus 7 days, not midnight
+        (ago(days=7, minutes=-2), "Failed", False, None, "failures"),
+        (ago(days=7, minutes=1), "Failed", False, None, None),  # before the range
+        (ago(days=5), "Completed", False, None, "successes"),
+        (ago(days=5), "Completed", True, None, "successes"),  # a backfill's or retry's run is a success too
+        (ago(days=5), "FailedRetryable", False, None, "failures"),  # failing and retrying counts as a failure
+        (ago(days=3), "Running", False, None, None),
+        (ago(days=3), "Starting", False, None, None),
+        (ago(days=3), "Cancelled", False, None, None),
+        (ago(days=3), "Terminated", False, None, None),
+        # A retried interval: its failed execution and its successful retry both count, on the day they ran.
+        (ago(hours=2), "Failed", False, old_interval, "failures"),
+        (ago(minutes=5), "Completed", True, old_interval, "successes"),
+        (ago(minutes=1), "Completed", False, None, "successes"),
     ]
-    for second, (index, status, from_backfill, counted_as) in enumerate(plan, start=1):
-        add_run(metrics_export, on(days[index], second), status, backfill if from_backfill else None)
+    counted = []
+    for updated, status, from_backfill, interval_end, counted_as in plan:
+        add_run(metrics_export, interval_end or updated, status, backfill if from_backfill else None, updated=updated)
         if counted_as:
-            expected[counted_as][index] += 1
-    # Outside the range: the day before it, and runs of another export.
-    add_run(metrics_export, dt.datetime.combine(days[0], dt.time(), tzinfo=dt.UTC) - dt.timedelta(seconds=1), "Failed")
+            counted.append((updated, counted_as))
     other = create_export(api, prefix_for("projects", project), name="Other")
-    add_run(other, on(days[7], 30), "Completed")
-    add_run(other, on(days[7], 31), "Failed")
-    return {"dates": [d.isoformat() for d in days], **expected}
+    add_run(other, ago(minutes=3), "Completed")
+    add_run(other, ago(minutes=4), "Failed")
+    return expected_metrics(counted)
 
 
 @pytest.mark.parametrize("kind", ["projects", "environments"])
-def test_app_metrics_count_runs_per_day(
+def test_app_metrics_count_runs_per_day_as_posthog_does(
     api: Any, project: Project, metrics_export: BatchExport, crafted_runs: dict[str, Any], kind: str
 ) -> None:
     response = api.get(metrics_url(project, metrics_export.id, kind), {"date_from": "-7d"})
     assert response.status_code == 200, response.json()
     body = response.json()
-    assert body == {
-        "metrics": {
-            "dates": crafted_runs["dates"],
-            "successes": crafted_runs["successes"],
-            "successes_on_retry": crafted_runs["successes_on_retry"],
-            "failures": crafted_runs["failures"],
-            "totals": {"successes": 4, "successes_on_retry": 2, "failures": 3},
-        },
-        "errors": None,
-    }
+    assert body == {"metrics": crafted_runs, "errors": None}
+    assert body["metrics"]["totals"] == {"successes": 5, "successes_on_retry": 0, "failures": 3}
+    # Only days on which runs finished or failed are listed, oldest first (a day of Running,
+    # Cancelled and Terminated runs is not).
     dates = [dt.date.fromisoformat(d) for d in body["metrics"]["dates"]]
-    assert len(dates) == 8
-    assert all(b - a == dt.timedelta(days=1) for a, b in pairwise(dates))
+    assert dates == sorted(set(dates))
+    three_days_ago = (timezone.now() - dt.timedelta(days=3)).astimezone(dt.UTC).date()
+    assert three_days_ago.isoformat() not in body["metrics"]["dates"]
     assert dates[-1] == timezone.now().astimezone(dt.UTC).date()
 
 
 def test_app_metrics_default_range_is_30_days(api: Any, project: Project, metrics_export: BatchExport) -> None:
-    add_run(metrics_export, timezone.now() - dt.timedelta(days=20), "Completed")
+    now = timezone.now()
+    add_run(metrics_export, now - dt.timedelta(days=20), "Completed")
+    add_run(metrics_export, now - dt.timedelta(days=31), "Failed")
     metrics = api.get(metrics_url(project, metrics_export.id)).json()["metrics"]
-    assert len(metrics["dates"]) == 31
-    assert metrics["totals"] == {"successes": 1, "successes_on_retry": 0, "failures": 0}
+    assert metrics == expected_metrics([(now - dt.timedelta(days=20), "successes")])
 
 
 def test_app_metrics_absolute_range(api: Any, project: Project, metrics_export: BatchExport) -> None:
@@ -325,12 +335,24 @@ def test_app_metrics_absolute_range(api: Any, project: Project, metrics_export: 
     add_run(metrics_export, dt.datetime(2024, 1, 9, 0, tzinfo=dt.UTC), "Failed")
     response = api.get(metrics_url(project, metrics_export.id), {"date_from": "2024-01-01", "date_to": "2024-01-03"})
     assert response.json()["metrics"] == {
-        "dates": ["2024-01-01", "2024-01-02", "2024-01-03"],
-        "successes": [0, 1, 0],
-        "successes_on_retry": [0, 0, 0],
-        "failures": [0, 0, 1],
+        "dates": ["2024-01-02", "2024-01-03"],
+        "successes": [1, 0],
+        "successes_on_retry": [0, 0],
+        "failures": [0, 1],
         "totals": {"successes": 1, "successes_on_retry": 0, "failures": 1},
     }
+
+
+def test_app_metrics_dates_without_an_offset_are_in_the_projects_timezone(
+    api: Any, project: Project, metrics_export: BatchExport
+) -> None:
+    project.timezone = "Asia/Tokyo"  # 2024-01-02 00:00 there is 2024-01-01 15:00 UTC
+    project.save(update_fields=["timezone"])
+    add_run(metrics_export, dt.datetime(2024, 1, 1, 14, tzinfo=dt.UTC), "Completed")
+    add_run(metrics_export, dt.datetime(2024, 1, 1, 16, tzinfo=dt.UTC), "Failed")
+    response = api.get(metrics_url(project, metrics_export.id), {"date_from": "2024-01-02", "date_to": "2024-01-03"})
+    metrics = response.json()["metrics"]
+    assert (metrics["dates"], metrics["successes"], metrics["failures"]) == (["2024-01-01"], [0], [1])
 
 
 @pytest.mark.parametrize(
@@ -432,7 +454,7 @@ def test_historical_exports_list_backfills(
     assert {name: (r["status"], r["progress"]) for name, r in by_name.items()} == {
         "completed": ("success", 1.0),
         "running": ("not_finished", 0.25),
-        "failed": ("fail", 0.0),
+        "failed": ("fail", None),  # a backfill that failed has no progress, as in PostHog
     }
     completed = by_name["completed"]
     assert completed["payload"] == {"start_at": "2024-01-01T00:00:00Z", "end_at": "2024-01-01T04:00:00Z"}

@@ -1,8 +1,9 @@
 """Specification of a batch export's runs: `…/batch_exports/:id/runs/` under the three prefixes.
 
 Runs are written by the engine, so the tests create them directly in the database and check
-what the API shows and does with them: cursor pagination, ordering, date filters, retrieve,
-retry (a backfill of exactly the run's interval), cancel, and a run's logs.
+what the API shows and does with them: cursor pagination, ordering, PostHog's default window
+(the last 7 days), date and status filters, retrieve, retry (a backfill of exactly the run's
+interval, answered 201), cancel, and a run's logs.
 """
 
 from __future__ import annotations
@@ -65,21 +66,24 @@ def runs_url(prefix: str, export: BatchExport) -> str:
 
 @pytest.fixture
 def many_runs(export: BatchExport) -> list[BatchExportRun]:
-    """230 runs; created_at ascending with the index, data interval in a different order."""
+    """230 runs of the last days; created_at ascending with the index, data interval in a different order."""
     count = 230
+    now = timezone.now()
+    base = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(days=3)
+    step = dt.timedelta(minutes=15)
     runs = BatchExportRun.objects.bulk_create(
         [
             BatchExportRun(
                 batch_export=export,
                 status="Completed",
-                # A permutation of the hours, unrelated to the creation order.
-                data_interval_start=T0 + dt.timedelta(hours=(i * 7) % count),
-                data_interval_end=T0 + dt.timedelta(hours=(i * 7) % count + 1),
+                # A permutation of the intervals, unrelated to the creation order.
+                data_interval_start=base + step * ((i * 7) % count),
+                data_interval_end=base + step * ((i * 7) % count + 1),
             )
             for i in range(count)
         ]
     )
-    set_created_at(runs, [T0 + dt.timedelta(minutes=i) for i in range(count)])
+    set_created_at(runs, [now - dt.timedelta(minutes=count - i) for i in range(count)])
     return runs
 
 
@@ -118,7 +122,8 @@ def test_runs_ordering_by_data_interval_start_across_pages(
 
 def test_runs_ordering_by_created_at_ascending(api: Any, runs_url: str, export: BatchExport) -> None:
     runs = [make_run(export, T0 + dt.timedelta(hours=h)) for h in (5, 1, 3)]
-    set_created_at(runs, [T0 + dt.timedelta(minutes=m) for m in (2, 9, 4)])
+    now = timezone.now()
+    set_created_at(runs, [now - dt.timedelta(minutes=m) for m in (9, 2, 4)])
     ascending = api.get(runs_url, {"ordering": "created_at"}).json()["results"]
     assert [r["id"] for r in ascending] == [str(runs[0].id), str(runs[2].id), str(runs[1].id)]
     default = api.get(runs_url).json()["results"]
@@ -151,6 +156,7 @@ def test_run_representation(api: Any, runs_url: str, export: BatchExport) -> Non
         "id": str(run.id),
         "status": "Failed",
         "records_completed": 10,
+        "records_failed": None,
         "records_total_count": 12,
         "bytes_exported": 2048,
         "latest_error": "Access Denied",
@@ -192,15 +198,17 @@ def listed_names(api: Any, url: str, params: dict[str, str], runs: dict[str, Bat
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        ({}, ["1h ago", "25h ago", "3d ago", "5d ago", "2024-06-01", "2024-01-01"]),
+        ({}, ["1h ago", "25h ago", "3d ago", "5d ago"]),  # PostHog's default window: the last 7 days
+        ({"after": "", "before": ""}, ["1h ago", "25h ago", "3d ago", "5d ago"]),
         ({"after": "-2d"}, ["1h ago", "25h ago"]),
         ({"after": "-4d"}, ["1h ago", "25h ago", "3d ago"]),
-        ({"before": "-2d"}, ["3d ago", "5d ago", "2024-06-01", "2024-01-01"]),
+        ({"before": "-2d"}, ["3d ago", "5d ago"]),
+        ({"after": "2020-01-01", "before": "-2d"}, ["3d ago", "5d ago", "2024-06-01", "2024-01-01"]),
         ({"after": "-4d", "before": "-2d"}, ["3d ago"]),
         ({"after": "2024-03-01T00:00:00Z", "before": "2024-07-01T00:00:00Z"}, ["2024-06-01"]),
         ({"after": "2024-03-01T02:00:00+02:00", "before": "2024-07-01T00:00:00+00:00"}, ["2024-06-01"]),
         ({"after": "2024-03-01", "before": "2024-07-01"}, ["2024-06-01"]),
-        ({"before": "2024-03-01T00:00:00Z"}, ["2024-01-01"]),
+        ({"after": "2023-01-01", "before": "2024-03-01T00:00:00Z"}, ["2024-01-01"]),
         ({"after": "2024-01-01T12:00:01Z", "before": "-4d"}, ["5d ago", "2024-06-01"]),
     ],
 )
@@ -219,6 +227,115 @@ def test_runs_bad_date_filter_is_a_400_naming_it(api: Any, runs_url: str, name: 
     assert body["type"] == "validation_error"
     assert body["attr"] == name
     assert value in body["detail"]
+
+
+def test_runs_dates_without_an_offset_are_read_in_the_projects_timezone(
+    api: Any, runs_url: str, export: BatchExport, project: Project
+) -> None:
+    project.timezone = "America/New_York"  # UTC-5 in January
+    project.save(update_fields=["timezone"])
+    runs = [make_run(export, T0 + dt.timedelta(hours=h)) for h in range(3)]
+    set_created_at(runs, [dt.datetime(2024, 1, 10, hour, 30, tzinfo=dt.UTC) for hour in (4, 6, 12)])
+    by_name = {"04:30Z": runs[0], "06:30Z": runs[1], "12:30Z": runs[2]}
+    # 2024-01-10 00:00 in New York is 05:00Z, 02:00 there is 07:00Z.
+    params = {"after": "2024-01-10", "before": "2024-01-10T02:00:00"}
+    assert listed_names(api, runs_url, params, by_name) == ["06:30Z"]
+
+
+# status
+
+
+@pytest.fixture
+def runs_by_status(export: BatchExport) -> dict[str, BatchExportRun]:
+    statuses = ["Completed", "Failed", "FailedRetryable", "Running", "Cancelled"]
+    return {status: make_run(export, T0 + dt.timedelta(hours=i), status=status) for i, status in enumerate(statuses)}
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("status=Failed", {"Failed"}),
+        ("status=Failed&status=Completed", {"Failed", "Completed"}),
+        ("status=Running&status=Cancelled&status=FailedRetryable", {"Running", "Cancelled", "FailedRetryable"}),
+        ("status=TimedOut", set()),
+        ("", {"Completed", "Failed", "FailedRetryable", "Running", "Cancelled"}),
+    ],
+)
+def test_runs_status_filter_is_repeatable(
+    api: Any, runs_url: str, runs_by_status: dict[str, BatchExportRun], query: str, expected: set[str]
+) -> None:
+    response = api.get(f"{runs_url}?{query}")
+    assert response.status_code == 200, response.json()
+    assert {run["status"] for run in response.json()["results"]} == expected
+    assert len(response.json()["results"]) == len(expected)
+
+
+def test_runs_status_filter_combines_with_ordering_and_windows(api: Any, runs_url: str, export: BatchExport) -> None:
+    now = timezone.now().replace(minute=0, second=0, microsecond=0)
+    recent_failed = make_run(export, now - dt.timedelta(hours=3), status="Failed")
+    make_run(export, now - dt.timedelta(hours=2), status="Completed")
+    make_run(export, now - dt.timedelta(days=9), status="Failed")  # its interval is outside the window
+    query = f"{runs_url}?status=Failed&ordering=-data_interval_start"
+    assert [r["id"] for r in api.get(query).json()["results"]] == [str(recent_failed.id)]
+
+
+@pytest.mark.parametrize("value", ["failed", "Done", ""])
+def test_runs_unknown_status_is_a_400_naming_it(api: Any, runs_url: str, value: str) -> None:
+    response = api.get(f"{runs_url}?status=Completed&status={value}")
+    assert response.status_code == 400
+    body = response.json()
+    assert (body["type"], body["attr"]) == ("validation_error", "status")
+    assert f"'{value}'" in body["detail"] and "FailedRetryable" in body["detail"]
+
+
+# start / end with ordering by data interval
+
+
+@pytest.fixture
+def interval_runs(export: BatchExport) -> dict[str, BatchExportRun]:
+    """Runs named by the age of their data interval, all created just now (inside any created_at window)."""
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    ages = {"1h": 1, "30h": 30, "4d": 96, "6d": 144, "8d": 192, "30d": 720}
+    return {name: make_run(export, hour - dt.timedelta(hours=hours)) for name, hours in ages.items()}
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"ordering": "data_interval_start"}, ["6d", "4d", "30h", "1h"]),  # the intervals of the last 7 days
+        ({"ordering": "-data_interval_start"}, ["1h", "30h", "4d", "6d"]),
+        ({"ordering": "-data_interval_start", "start": "-10d"}, ["1h", "30h", "4d", "6d", "8d"]),
+        ({"ordering": "-data_interval_start", "start": "-60d", "end": "-2d"}, ["4d", "6d", "8d", "30d"]),
+        ({"ordering": "data_interval_start", "start": "-5d", "end": "-1d"}, ["4d", "30h"]),
+        # created_at bounds are ignored when ordering by the data interval, as in PostHog ...
+        ({"ordering": "-data_interval_start", "after": "-1d", "before": "-1h"}, ["1h", "30h", "4d", "6d"]),
+        # ... and the interval bounds when ordering by creation.
+        ({"start": "-2d", "end": "-1d"}, ["1h", "30h", "4d", "6d", "8d", "30d"]),
+    ],
+)
+def test_runs_start_and_end_bound_the_data_interval_when_ordering_by_it(
+    api: Any, runs_url: str, interval_runs: dict[str, BatchExportRun], params: dict[str, str], expected: list[str]
+) -> None:
+    names = listed_names(api, runs_url, params, interval_runs)
+    if "ordering" in params:
+        assert names == expected
+    else:
+        assert sorted(names) == sorted(expected)
+
+
+@pytest.mark.parametrize("name", ["start", "end"])
+def test_runs_bad_interval_bound_is_a_400_naming_it(api: Any, runs_url: str, name: str) -> None:
+    response = api.get(runs_url, {name: "someday", "ordering": "data_interval_start"})
+    assert response.status_code == 400
+    assert (response.json()["attr"], "someday" in response.json()["detail"]) == (name, True)
+
+
+def test_a_run_older_than_the_window_is_still_reachable_by_id(api: Any, runs_url: str, export: BatchExport) -> None:
+    run = make_run(export, T0)
+    set_created_at([run], [T0])
+    assert api.get(runs_url).json()["results"] == []
+    assert api.get(f"{runs_url}{run.id}/").json()["id"] == str(run.id)
+    assert api.get(runs_url, {"after": "2023-12-31"}).json()["results"][0]["id"] == str(run.id)
 
 
 # Retrieve
@@ -271,7 +388,7 @@ def test_retry_creates_a_backfill_of_exactly_the_runs_interval(
     start = dt.datetime(2024, 2, 3, 10, tzinfo=dt.UTC)
     run = make_run(export, start, status="Failed", latest_error="boom")
     response = api.post(f"{runs_url}{run.id}/retry/")
-    assert response.status_code == 200, response.json()
+    assert response.status_code == 201, response.json()
     assert set(response.json()) == {"backfill_id"}
     backfill = BatchExportBackfill.objects.get(id=response.json()["backfill_id"])
     assert backfill.batch_export_id == export.id
@@ -299,7 +416,7 @@ def test_retry_of_a_daily_run(api: Any, prefix: str, engine: RecordingEngine) ->
         batch_export=export, status="Failed", data_interval_start=start, data_interval_end=end
     )
     response = api.post(f"{prefix}{export.id}/runs/{run.id}/retry/")
-    assert response.status_code == 200, response.json()
+    assert response.status_code == 201, response.json()
     backfill = BatchExportBackfill.objects.get(id=response.json()["backfill_id"])
     assert (backfill.start_at, backfill.end_at, backfill.total_runs) == (start, end, 1)
 

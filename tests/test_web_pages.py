@@ -225,7 +225,7 @@ def test_the_backfill_form_shows_the_api_messages(ui, api, user, project, engine
     future = (timezone.now() + dt.timedelta(days=2)).strftime("%Y-%m-%dT%H:00:00Z")
     ui.page.get_by_label("End").fill(future)
     ui.page.get_by_role("button", name="Start backfill").click()
-    expect(ui.page.locator('[data-errors-for="end_at"]')).to_have_text("end_at cannot be in the future.")
+    expect(ui.page.locator('[data-errors-for="end_at"]')).to_contain_text("is too far into the future")
     ui.page.get_by_label("Start").fill("2026-01-01")
     ui.page.get_by_label("End").fill("2026-01-02T00:00:00Z")
     ui.page.get_by_role("button", name="Start backfill").click()

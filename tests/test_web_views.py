@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from batchexports import cli
 from batchexports.accounts.models import User
-from batchexports.exports.models import BatchExport, BatchExportLogEntry, BatchExportRun
+from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportLogEntry, BatchExportRun
 from tests import contract
 from tests.conftest import export_payload, prefix_for
 
@@ -317,6 +317,29 @@ def test_the_export_page_shows_runs_backfills_charts_and_filtered_logs(web, api,
     run_page = web.get(f"{base}runs/{done.id}/").content.decode()
     assert "Run completed: 1234 rows" in run_page and "Access denied</td>" not in run_page
     assert web.get(f"{base}runs/{dt.datetime.now().isoformat()}/").status_code == 404
+
+
+def test_the_export_page_shows_each_execution_of_an_interval_and_backfill_counts(web, api, project):
+    export = s3_export(api, project)
+    start = timezone.now().replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=3)
+    backfill = BatchExportBackfill.objects.create(
+        team_id=project.id, batch_export_id=export["id"], status="Running", start_at=start - dt.timedelta(days=9),
+        end_at=start + dt.timedelta(hours=1), adjusted_start_at=start, total_runs=1, total_records_count=4321,
+    )  # fmt: skip
+    for status, latest_error, from_backfill in (("Failed", "Access denied", False), ("Completed", None, True)):
+        BatchExportRun.objects.create(
+            batch_export_id=export["id"], status=status, latest_error=latest_error, data_interval_start=start,
+            data_interval_end=start + dt.timedelta(hours=1), backfill=backfill if from_backfill else None,
+        )  # fmt: skip
+    html = web.get(f"/projects/{project.id}/exports/{export['id']}/").content.decode()
+    rows = re.findall(r'<tr data-run-id="[^"]+" data-status="(\w+)">(.*?)</tr>', html, re.S)
+    assert [status for status, _ in rows] == ["Completed", "Failed"]  # both executions of the interval
+    assert "attempt 2" in rows[0][1] and "attempt" not in rows[1][1]
+    assert "about 4,321 records to export" in html
+    assert f"from the earliest data, {start:%Y-%m-%d %H:%M} UTC" in html
+    BatchExportBackfill.objects.filter(id=backfill.id).update(status="Cancelled", total_records_count=12)
+    html = web.get(f"/projects/{project.id}/exports/{export['id']}/").content.decode()
+    assert "ended cancelled" in html and "12 records exported" in html
 
 
 def test_backfill_defaults_follow_the_interval(web, api, project):

@@ -17,6 +17,19 @@ def _env_bool(name: str, default: bool = False) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _env_positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not '{raw}'.")
+    return value
+
+
 DATA_DIR = datadir.data_dir()
 EXPORT_DIR = datadir.export_dir()
 
@@ -140,6 +153,11 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {},
 }
+
+
+# Backfills a project may have Starting or Running at once; one more is answered 429
+# `too_many_concurrent_backfills`, as PostHog answers it.
+BATCHEXPORTS_MAX_CONCURRENT_BACKFILLS = _env_positive_int("BATCHEXPORTS_MAX_CONCURRENT_BACKFILLS", 10)
 
 # Which engine implementation the API calls (see engine/interface.py).
 BATCHEXPORTS_ENGINE = os.environ.get("BATCHEXPORTS_ENGINE", "batchexports.engine.temporal_engine.TemporalEngine")

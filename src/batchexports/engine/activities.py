@@ -36,7 +36,7 @@ from batchexports.events.store import get_store
 from batchexports.exports.backfills import calendar_for
 from batchexports.exports.intervals import split_offset
 from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportRun
-from batchexports.pipeline.export import export
+from batchexports.pipeline.export import export, model_query
 from batchexports.pipeline.run import Cancelled, CancelToken, ExportRun, Progress
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def start_run(data: RunInput) -> StartedRun | None:
         fired_for = _parse(data.scheduled_at) if data.scheduled_at else timezone.now()
         start, end = bookkeeping.interval_ending_at(batch_export, fired_for)
     info = activity.info()
-    run = bookkeeping.start_run(batch_export, start, end, data.backfill_id, info.workflow_id)
+    run = bookkeeping.start_run(batch_export, start, end, data.backfill_id, info.workflow_id, info.workflow_run_id)
     timeout = bookkeeping.run_timeout(batch_export.interval)
     return StartedRun(str(run.id), start.isoformat(), end.isoformat(), int(timeout.total_seconds()))
 
@@ -177,14 +177,11 @@ def export_run(run_id: str) -> ExportOutcome:
 @_own_connection
 def finish_run(data: FinishRunInput) -> None:
     if data.run_id is None:
-        interval = data.interval
-        if interval is None or interval.data_interval_end is None:
-            return
-        # Cancelled while start_run ran: its row (if it got one) is still Starting.
+        # Cancelled while start_run ran: the row it may have written for this workflow run is still Starting.
+        info = activity.info()
         BatchExportRun.objects.filter(
-            batch_export_id=interval.batch_export_id,
-            data_interval_start=_parse(interval.data_interval_start) if interval.data_interval_start else None,
-            data_interval_end=_parse(interval.data_interval_end),
+            workflow_id=info.workflow_id,
+            workflow_run_id=info.workflow_run_id,
             status__in=BatchExportRun.ACTIVE_STATUSES,
         ).update(status=data.status, finished_at=timezone.now(), last_updated_at=timezone.now())
         return
@@ -205,11 +202,32 @@ def finish_run(data: FinishRunInput) -> None:
         pause_schedule_now(str(run.batch_export_id))
 
 
+def _estimate_records(batch_export: BatchExport, start: dt.datetime, end: dt.datetime) -> int | None:
+    """The source's count of the rows of [start, end): the backfill's `total_records_count` until it ends."""
+    destination = batch_export.destination
+    whole_range = ExportRun(
+        batch_export_id=str(batch_export.id),
+        team_id=batch_export.team_id,
+        model=batch_export.model,
+        destination_type=destination.type,
+        destination_config=destination.full_config(),
+        data_interval_start=start,
+        data_interval_end=end,
+        hogql_query=batch_export.hogql_query or None,
+        filters=tuple(batch_export.filters or ()),
+    )
+    try:
+        return get_store().count(model_query(whole_range))
+    except Exception as error:  # only an estimate: the backfill goes on without one
+        logger.warning("backfill estimate of %s failed: %s: %s", batch_export.id, type(error).__name__, error)
+        return None
+
+
 @activity.defn
 @_own_connection
 def start_backfill(data: BackfillInput) -> BackfillPlan | None:
-    """Fix the backfill's range (clamped to the earliest data) and mark it Running."""
-    backfill = BatchExportBackfill.objects.select_related("batch_export").get(id=data.backfill_id)
+    """Fix the backfill's range (clamped to the earliest data), estimate its records, mark it Running."""
+    backfill = BatchExportBackfill.objects.select_related("batch_export__destination").get(id=data.backfill_id)
     if backfill.status not in BatchExportBackfill.ACTIVE_STATUSES:
         return None
     batch_export = backfill.batch_export
@@ -224,10 +242,18 @@ def start_backfill(data: BackfillInput) -> BackfillPlan | None:
     total = calendar.count(start, end) if start is not None else 0
     backfill.status = BatchExportBackfill.Status.RUNNING
     backfill.total_runs = total
-    backfill.save(update_fields=["status", "total_runs", "last_updated_at"])
+    fields = ["status", "total_runs", "last_updated_at"]
+    if data.done == 0:  # a continue-as-new keeps what the first start found
+        backfill.adjusted_start_at = start if start is not None and start != backfill.start_at else None
+        backfill.total_records_count = _estimate_records(batch_export, start, end) if start is not None else 0
+        fields += ["adjusted_start_at", "total_records_count"]
+    backfill.save(update_fields=fields)
     if data.done == 0:
         span = f"{start.isoformat()} to {end.isoformat()}" if start else "nothing (no data before the end)"
-        bookkeeping.log(batch_export, "INFO", f"Backfill started: {total} interval(s) from {span}")
+        moved = ""
+        if backfill.adjusted_start_at:
+            moved = f" (moved to the earliest data from {_iso_or_open(backfill.start_at)})"
+        bookkeeping.log(batch_export, "INFO", f"Backfill started: {total} interval(s) from {span}{moved}")
     offset_day, offset_hour = split_offset(batch_export.interval_offset)
     return BackfillPlan(
         batch_export_id=str(batch_export.id),
@@ -239,6 +265,10 @@ def start_backfill(data: BackfillInput) -> BackfillPlan | None:
         end=end.isoformat(),
         total=total,
     )
+
+
+def _iso_or_open(moment: dt.datetime | None) -> str:
+    return moment.isoformat() if moment else "an open start"
 
 
 @activity.defn

@@ -1,9 +1,11 @@
 """BackfillWorkflow: the runs of every data interval in a range, one at a time, oldest first.
 
 The range is fixed by start_backfill (clamped to the earliest data); intervals are computed
-here, deterministically, in the export's timezone. Each interval is a child RunWorkflow; a
-worker restart resumes after the last finished child (Temporal replays the history), and long
-backfills continue as new every few hundred intervals to keep their history small.
+here, deterministically, in the export's timezone. Each interval is a child RunWorkflow, which
+records a run row of its own beside any earlier run of that interval; an interval that has not
+ended yet is waited for. A worker restart resumes after the last finished child (Temporal
+replays the history), and long backfills continue as new every few hundred intervals to keep
+their history small.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ with workflow.unsafe.imports_passed_through():
     from batchexports.exports.intervals import IntervalCalendar
 
 CONTINUE_AS_NEW_EVERY = 250
+# After an interval that ends in the future is over, a moment for the writes committing at its end.
+SETTLE = timedelta(seconds=5)
 
 
 def backfill_workflow_id(backfill_id: str) -> str:
@@ -58,6 +62,10 @@ class BackfillWorkflow:
                         raise asyncio.CancelledError()
                     if index - data.done >= CONTINUE_AS_NEW_EVERY:
                         workflow.continue_as_new(BackfillInput(data.backfill_id, index))
+                    if interval.end > workflow.now():
+                        # end_at may be up to one interval ahead (as PostHog accepts it): that interval
+                        # is exported once it is over, as its scheduled run would be, never half-done.
+                        await workflow.sleep(interval.end - workflow.now() + SETTLE)
                     run = RunInput(
                         plan.batch_export_id, interval.start.isoformat(), interval.end.isoformat(), data.backfill_id
                     )

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from django.db import close_old_connections, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from batchexports.exports.backfills import calendar_for
@@ -54,24 +55,38 @@ def interval_ending_at(batch_export: BatchExport, end: dt.datetime) -> tuple[dt.
 
 
 def start_run(
-    batch_export: BatchExport, start: dt.datetime, end: dt.datetime, backfill_id: str | None, workflow_id: str
+    batch_export: BatchExport,
+    start: dt.datetime,
+    end: dt.datetime,
+    backfill_id: str | None,
+    workflow_id: str,
+    workflow_run_id: str | None = None,
 ) -> BatchExportRun:
-    """The run row of `(export, interval)`, created or reset to Starting: one row per interval."""
+    """A new run row (Starting) for this execution of `(export, interval)`.
+
+    Every execution gets its own row, as PostHog keeps them: a retry or a second backfill of an
+    interval leaves the earlier attempts visible. The row is keyed by the Temporal workflow run
+    that executes it, so start_run retried after its commit returns that row instead of a second.
+    """
     with transaction.atomic():
-        run = (
-            BatchExportRun.objects.select_for_update()
-            .filter(batch_export=batch_export, data_interval_start=start, data_interval_end=end)
-            .order_by("-created_at")
-            .first()
+        run = None
+        if workflow_run_id is not None:
+            run = (
+                BatchExportRun.objects.select_for_update()
+                .filter(batch_export=batch_export, workflow_id=workflow_id, workflow_run_id=workflow_run_id)
+                .first()
+            )
+        if run is not None:
+            return run
+        run = BatchExportRun.objects.create(
+            batch_export=batch_export,
+            data_interval_start=start,
+            data_interval_end=end,
+            status=BatchExportRun.Status.STARTING,
+            backfill_id=backfill_id,
+            workflow_id=workflow_id,
+            workflow_run_id=workflow_run_id,
         )
-        if run is None:
-            run = BatchExportRun(batch_export=batch_export, data_interval_start=start, data_interval_end=end)
-        run.status = BatchExportRun.Status.STARTING
-        run.backfill_id = backfill_id or run.backfill_id
-        run.workflow_id = workflow_id
-        run.latest_error = None
-        run.finished_at = None
-        run.save()
     log(batch_export, "INFO", f"Run starting for the interval {start.isoformat()} to {end.isoformat()}", run.id)
     return run
 
@@ -126,10 +141,15 @@ def finish_run(
 
 
 def pause_after_repeated_failures(batch_export: BatchExport) -> bool:
-    """Pause an export whose last FAILURES_BEFORE_PAUSE runs all failed; True when it did."""
+    """Pause an export whose last FAILURES_BEFORE_PAUSE scheduled executions all failed; True when it did.
+
+    Executions are counted in the order they started (each is a row of its own), so a scheduled
+    run that succeeded after the failures resets the count whatever interval it exported.
+    Backfills and retries are left out: a user re-running old intervals does not pause the schedule.
+    """
     latest = list(
         BatchExportRun.objects.filter(batch_export=batch_export, backfill__isnull=True)
-        .order_by("-data_interval_end")
+        .order_by("-created_at")
         .values_list("status", flat=True)[:FAILURES_BEFORE_PAUSE]
     )
     if len(latest) < FAILURES_BEFORE_PAUSE or any(s != BatchExportRun.Status.FAILED for s in latest):
@@ -146,10 +166,21 @@ def pause_after_repeated_failures(batch_export: BatchExport) -> bool:
     return bool(updated)
 
 
+def exported_by_backfill(backfill_id: str) -> int:
+    """The records the completed runs of a backfill exported: its actual count once it ends."""
+    total = BatchExportRun.objects.filter(backfill_id=backfill_id, status=BatchExportRun.Status.COMPLETED).aggregate(
+        total=Sum("records_completed")
+    )["total"]
+    return int(total or 0)
+
+
 def finish_backfill(backfill_id: str, status: str) -> None:
     now = timezone.now()
     BatchExportBackfill.objects.filter(id=backfill_id).exclude(
         status__in=[BatchExportBackfill.Status.COMPLETED, BatchExportBackfill.Status.CANCELLED]
     ).update(status=status, finished_at=now, last_updated_at=now)
+    # The estimate made at the start gives way to what was exported (also when cancelled, which the
+    # API marks at once: the runs that finished before it are still what the destination holds).
+    BatchExportBackfill.objects.filter(id=backfill_id).update(total_records_count=exported_by_backfill(backfill_id))
     backfill = BatchExportBackfill.objects.get(id=backfill_id)
     log(str(backfill.batch_export_id), "INFO", f"Backfill {status.lower()}")

@@ -1,26 +1,34 @@
-"""Backfill rules: which ranges a backfill may cover, and how far along one is."""
+"""Backfill rules: which ranges a backfill may cover, how many may run at once, how far along one is."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from rest_framework import serializers
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException
 
+from batchexports.accounts.models import Project
 from batchexports.engine.interface import get_engine
-from batchexports.exports.intervals import FIXED_INTERVALS, IntervalCalendar, split_offset
+from batchexports.exports.intervals import FIXED_INTERVALS, IntervalCalendar, nominal_length, split_offset
 from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportRun
 
-FINISHED_RUN_STATUSES = (
-    BatchExportRun.Status.COMPLETED,
-    BatchExportRun.Status.FAILED,
-    BatchExportRun.Status.CANCELLED,
-    BatchExportRun.Status.TERMINATED,
-    BatchExportRun.Status.TIMEDOUT,
-    BatchExportRun.Status.FAILED_BILLING,
-)
+# The runs PostHog counts as finished for a backfill's progress: a cancelled or terminated run
+# may be retried by hand, so it is not counted as done.
+FINISHED_RUN_STATUSES = (BatchExportRun.Status.COMPLETED, BatchExportRun.Status.FAILED)
+
+
+class TooManyConcurrentBackfills(APIException):
+    """PostHog's answer to one backfill too many for a project (429 `too_many_concurrent_backfills`)."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "too_many_concurrent_backfills"
+    default_detail = "Too many concurrent batch export backfills for this project."
+    default_type = "throttled_error"
 
 
 def calendar_for(batch_export: BatchExport) -> IntervalCalendar:
@@ -80,11 +88,22 @@ def _parse_bound(name: str, raw: Any, batch_export: BatchExport, calendar: Inter
     return moment.astimezone(dt.UTC)
 
 
+@extend_schema_field({"type": "string", "nullable": True, "description": "ISO 8601 datetime, or a date (day, week)"})
+class _AsSent(serializers.Field):
+    """A value as the client sent it (JSON of any type, or a form field's text), checked by `_parse_bound`."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
 class BackfillRequestSerializer(serializers.Serializer):
     """`{"start_at", "end_at"}` of a new backfill, checked against the export's interval."""
 
-    start_at = serializers.JSONField(required=False, allow_null=True)
-    end_at = serializers.JSONField(required=False, allow_null=True)
+    start_at = _AsSent(required=False, allow_null=True)
+    end_at = _AsSent(required=False, allow_null=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         batch_export: BatchExport = self.context["batch_export"]
@@ -93,8 +112,17 @@ class BackfillRequestSerializer(serializers.Serializer):
         start = _parse_bound("start_at", raw_start, batch_export, calendar) if raw_start is not None else None
         end = _parse_bound("end_at", raw_end, batch_export, calendar) if raw_end is not None else None
         now = timezone.now()
-        if end is not None and end > now:
-            raise serializers.ValidationError({"end_at": "end_at cannot be in the future."})
+        # As PostHog accepts it: at most one interval into the future; that interval is exported
+        # once it has ended (the backfill waits for it).
+        latest_end = now + nominal_length(batch_export.interval)
+        if end is not None and end > latest_end:
+            latest = latest_end.replace(microsecond=0).isoformat()
+            raise serializers.ValidationError(
+                {
+                    "end_at": f"end_at {end.isoformat()} is too far into the future: a backfill may end at most one "
+                    f"interval ('{batch_export.interval}') from now, at {latest}."
+                }
+            )
         if start is not None and end is not None and start >= end:
             raise serializers.ValidationError({"start_at": "start_at must be before end_at."})
         if start is not None and start > now:
@@ -102,14 +130,41 @@ class BackfillRequestSerializer(serializers.Serializer):
         return {"start_at": start, "end_at": end}
 
 
+def check_concurrency(project_id: int) -> None:
+    """Refuse a new backfill once the project has BATCHEXPORTS_MAX_CONCURRENT_BACKFILLS active ones.
+
+    Called inside the transaction that creates the backfill, after locking the project's row, so
+    that two requests at once cannot both pass (PostgreSQL; SQLite serializes writers anyway).
+    """
+    limit = settings.BATCHEXPORTS_MAX_CONCURRENT_BACKFILLS
+    active = BatchExportBackfill.objects.filter(
+        team_id=project_id, status__in=BatchExportBackfill.ACTIVE_STATUSES
+    ).count()
+    if active >= limit:
+        raise TooManyConcurrentBackfills(
+            f"This project already has {active} batch export backfill(s) running (at most {limit} at once). "
+            "Wait for some to finish or cancel them before creating more."
+        )
+
+
 def create_backfill(
-    batch_export: BatchExport, start_at: dt.datetime | None, end_at: dt.datetime | None
+    batch_export: BatchExport,
+    start_at: dt.datetime | None,
+    end_at: dt.datetime | None,
+    limit_concurrency: bool = False,
 ) -> BatchExportBackfill:
-    """Record a backfill and hand it to the engine."""
+    """Record a backfill and hand it to the engine.
+
+    `limit_concurrency`: the API's backfill routes apply the per-project limit; a run's retry and
+    the backfill of an unpause do not, as in PostHog.
+    """
     total = None
     if start_at is not None:
         total = calendar_for(batch_export).count(start_at, end_at or timezone.now())
     with transaction.atomic():
+        if limit_concurrency:
+            Project.objects.select_for_update().filter(id=batch_export.team_id).first()
+            check_concurrency(batch_export.team_id)
         backfill = BatchExportBackfill.objects.create(
             team_id=batch_export.team_id,
             batch_export=batch_export,
@@ -123,11 +178,20 @@ def create_backfill(
 
 
 def progress(backfill: BatchExportBackfill) -> dict[str, Any] | None:
-    """`{total_runs, finished_runs, progress}`, or None while the number of runs is unknown."""
+    """`{total_runs, finished_runs, progress}`, null where PostHog's is null.
+
+    Null for a backfill that ended other than Completed (its progress means little), while the
+    number of runs is unknown or zero, and for a backfill from the beginning of time whose start
+    the engine has not fixed yet. Finished runs are the Completed and Failed ones, one per interval.
+    """
     if backfill.status == BatchExportBackfill.Status.COMPLETED:
         total = backfill.total_runs or 0
         return {"total_runs": total, "finished_runs": total, "progress": 1.0}
+    if backfill.status not in BatchExportBackfill.ACTIVE_STATUSES:
+        return None
     if not backfill.total_runs:
+        return None
+    if backfill.start_at is None and backfill.adjusted_start_at is None:
         return None
     finished = (
         BatchExportRun.objects.filter(backfill=backfill, status__in=FINISHED_RUN_STATUSES)
@@ -135,9 +199,5 @@ def progress(backfill: BatchExportBackfill) -> dict[str, Any] | None:
         .distinct()
         .count()
     )
-    finished = min(finished, backfill.total_runs)
-    return {
-        "total_runs": backfill.total_runs,
-        "finished_runs": finished,
-        "progress": round(finished / backfill.total_runs, 4),
-    }
+    total = max(backfill.total_runs, finished)
+    return {"total_runs": total, "finished_runs": finished, "progress": round(finished / total, 4)}

@@ -81,6 +81,12 @@ class BatchExport(models.Model):
 
 
 class BatchExportRun(models.Model):
+    """One execution of an export for one data interval: a scheduled run, a backfill's run or a retry.
+
+    An interval run again gets a row of its own, so earlier attempts stay visible with their own
+    durations; the destination is still written once per interval (deterministic keys, merges).
+    """
+
     class Status(models.TextChoices):
         CANCELLED = "Cancelled", "Cancelled"
         COMPLETED = "Completed", "Completed"
@@ -99,6 +105,9 @@ class BatchExportRun(models.Model):
     batch_export = models.ForeignKey(BatchExport, on_delete=models.CASCADE, related_name="runs")
     status = models.CharField(max_length=64, choices=Status.choices)
     records_completed = models.IntegerField(null=True, blank=True)
+    # Records a destination refused one by one (PostHog's field); none of our sinks drops single
+    # records, so it stays null.
+    records_failed = models.IntegerField(null=True, blank=True)
     records_total_count = models.IntegerField(null=True, blank=True)
     bytes_exported = models.BigIntegerField(null=True, blank=True)
     latest_error = models.TextField(null=True, blank=True)
@@ -113,10 +122,14 @@ class BatchExportRun(models.Model):
     )
     # The Temporal workflow running it: what cancelling the run cancels. Not part of the API.
     workflow_id = models.CharField(max_length=400, null=True, blank=True)
+    # The Temporal run of that workflow: with workflow_id, what makes recording a run idempotent
+    # (an activity retried after its commit finds its row instead of adding one). Not part of the API.
+    workflow_run_id = models.CharField(max_length=64, null=True, blank=True)
 
     class Meta:
         indexes = [
             models.Index(fields=["batch_export", "-created_at"]),
+            models.Index(fields=["workflow_id", "workflow_run_id"]),
             models.Index(fields=["batch_export", "data_interval_start"]),
         ]
 
@@ -146,6 +159,11 @@ class BatchExportBackfill(models.Model):
     status = models.CharField(max_length=64, choices=Status.choices, default=Status.STARTING)
     # Known once the range is fixed (at creation, or when the engine clamps an open start).
     total_runs = models.IntegerField(null=True, blank=True)
+    # As PostHog reports it: the source's count of the range when the backfill starts (an
+    # estimate), then the records its runs exported when it ends.
+    total_records_count = models.BigIntegerField(null=True, blank=True)
+    # The start the engine used when it moved `start_at` (or an open start) to the earliest data.
+    adjusted_start_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     last_updated_at = models.DateTimeField(auto_now=True)

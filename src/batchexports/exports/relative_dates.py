@@ -25,7 +25,9 @@ def months_before(moment: dt.datetime, months: int) -> dt.datetime:
     return moment.replace(year=year, month=month + 1, day=day)
 
 
-def parse_relative_or_absolute(value: str, now: dt.datetime | None = None) -> dt.datetime:
+def parse_relative_or_absolute(value: str, now: dt.datetime | None = None, tz: dt.tzinfo = dt.UTC) -> dt.datetime:
+    """`value` as an aware datetime; a date or datetime without an offset is read in `tz` (the
+    project's timezone, as PostHog reads it)."""
     now = now or timezone.now()
     text = value.strip()
     match = _RELATIVE.match(text)
@@ -39,5 +41,5 @@ def parse_relative_or_absolute(value: str, now: dt.datetime | None = None) -> dt
     except ValueError:
         raise ValueError(f"'{value}' is neither an ISO 8601 date/datetime nor a relative date such as '-7d'.") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
+        parsed = parsed.replace(tzinfo=tz)
     return parsed

@@ -28,12 +28,63 @@ from batchexports.exports.models import (
     BatchExportDestination,
     BatchExportRun,
 )
+from batchexports.exports.relative_dates import parse_relative_or_absolute
 from batchexports.exports.schema import destination_union
 
 
 @cache
 def _timezones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
+
+
+class RelativeOrAbsoluteDateField(serializers.CharField):
+    """An ISO 8601 date/datetime or PostHog's relative form (`-7d`), read in the project's timezone."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        text = super().to_internal_value(data)
+        if not text:
+            return None
+        tz = zoneinfo.ZoneInfo(self.context.get("tz") or "UTC")
+        try:
+            return parse_relative_or_absolute(text, tz=tz)
+        except ValueError as error:
+            raise serializers.ValidationError(str(error)) from None
+
+
+class RunsListQuerySerializer(serializers.Serializer):
+    """Query parameters of a runs list, as PostHog takes them."""
+
+    status = serializers.ListField(
+        child=serializers.CharField(allow_blank=True),
+        required=False,
+        help_text="Only runs in these statuses; repeat the parameter for several (`?status=Failed&status=Completed`).",
+    )
+    after = RelativeOrAbsoluteDateField(
+        required=False, allow_blank=True, help_text="Runs created at or after this (ISO 8601 or `-7d`; default `-7d`)."
+    )
+    before = RelativeOrAbsoluteDateField(
+        required=False, allow_blank=True, help_text="Runs created at or before this (default now)."
+    )
+    start = RelativeOrAbsoluteDateField(
+        required=False,
+        allow_blank=True,
+        help_text="With `ordering=data_interval_start`: runs whose interval starts at or after this (default `-7d`).",
+    )
+    end = RelativeOrAbsoluteDateField(
+        required=False,
+        allow_blank=True,
+        help_text="With `ordering=data_interval_start`: runs whose interval ends at or before this (default now).",
+    )
+
+    def validate_status(self, values: list[str]) -> list[str]:
+        known = set(BatchExportRun.Status.values)
+        unknown = [value for value in values if value not in known]
+        if unknown:
+            raise serializers.ValidationError(
+                f"Unknown status {', '.join(repr(v) for v in unknown)}; use one or more of "
+                f"{', '.join(sorted(known))} (repeat the parameter for several)."
+            )
+        return values
 
 
 class BatchExportRunSerializer(serializers.ModelSerializer):
@@ -43,6 +94,7 @@ class BatchExportRunSerializer(serializers.ModelSerializer):
             "id",
             "status",
             "records_completed",
+            "records_failed",
             "latest_error",
             "data_interval_start",
             "data_interval_end",
@@ -95,9 +147,9 @@ class BatchExportDestinationSerializer(serializers.Serializer):
         "type": "object",
         "nullable": True,
         "properties": {
-            "total_runs": {"type": "integer"},
-            "finished_runs": {"type": "integer"},
-            "progress": {"type": "number"},
+            "total_runs": {"type": "integer", "nullable": True},
+            "finished_runs": {"type": "integer", "nullable": True},
+            "progress": {"type": "number", "nullable": True},
         },
     }
 )
@@ -120,6 +172,8 @@ class BatchExportBackfillSerializer(serializers.ModelSerializer):
             "created_at",
             "finished_at",
             "last_updated_at",
+            "total_records_count",
+            "adjusted_start_at",
             "team",
             "batch_export",
         ]

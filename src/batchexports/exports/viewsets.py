@@ -6,6 +6,7 @@ the scoping mixin, and everything that schedules or runs goes through the engine
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.db import transaction
@@ -32,8 +33,12 @@ from batchexports.exports.serializers import (
     BatchExportDestinationSerializer,
     BatchExportRunSerializer,
     BatchExportSerializer,
+    RunsListQuerySerializer,
     UnpauseRequestSerializer,
 )
+
+# PostHog's default window of a runs list: the last 7 days, whichever way it is ordered.
+DEFAULT_RUNS_WINDOW = dt.timedelta(days=7)
 
 TEST_SCOPES = {
     "test": "batch_export:read",
@@ -197,7 +202,9 @@ def _secrets_of(spec: Any, config: dict[str, Any]) -> dict[str, Any]:
 def _create_backfill(batch_export: BatchExport, request: Request) -> BatchExportBackfill:
     body = BackfillRequestSerializer(data=request.data, context={"batch_export": batch_export})
     body.is_valid(raise_exception=True)
-    return backfills.create_backfill(batch_export, body.validated_data["start_at"], body.validated_data["end_at"])
+    return backfills.create_backfill(
+        batch_export, body.validated_data["start_at"], body.validated_data["end_at"], limit_concurrency=True
+    )
 
 
 class NestedInBatchExportMixin(ScopedViewMixin):
@@ -207,31 +214,55 @@ class NestedInBatchExportMixin(ScopedViewMixin):
     ordering = "-created_at"
 
 
+@extend_schema(parameters=[RunsListQuerySerializer])
 class BatchExportRunViewSet(NestedInBatchExportMixin, viewsets.ReadOnlyModelViewSet):
+    """Every execution of the export's intervals, newest first, in PostHog's default window.
+
+    Ordered by `created_at` (the default): `after`/`before` bound `created_at`, by default the
+    last 7 days. Ordered by `data_interval_start`: `start`/`end` bound the data interval instead,
+    by default the intervals of the last 7 days. `status` (repeatable) keeps runs in those states.
+    """
+
     serializer_class = BatchExportRunSerializer
     pagination_class = RunsCursorPagination
     ordering_fields = ["created_at", "data_interval_start"]
 
     def get_queryset(self) -> QuerySet[BatchExportRun]:
-        runs = BatchExportRun.objects.filter(batch_export=self.parent_batch_export())
-        params = self.request.query_params
-        for name, lookup in (("after", "created_at__gte"), ("before", "created_at__lt")):
-            if params.get(name):
-                runs = runs.filter(**{lookup: _parse_datetime_param(name, params[name])})
+        batch_export = self.parent_batch_export()
+        runs = BatchExportRun.objects.filter(batch_export=batch_export)
+        if self.action != "list":
+            return runs  # a run is reachable by its id whenever it ran
+        query = RunsListQuerySerializer(data=self.request.query_params, context={"tz": batch_export.team.timezone})
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        now = timezone.now()
+        if self.request.query_params.get("ordering", "").lstrip("-") == "data_interval_start":
+            runs = runs.filter(
+                data_interval_start__gte=params.get("start") or now - DEFAULT_RUNS_WINDOW,
+                data_interval_end__lte=params.get("end") or now,
+            )
+        else:
+            runs = runs.filter(
+                created_at__gte=params.get("after") or now - DEFAULT_RUNS_WINDOW,
+                created_at__lte=params.get("before") or now,
+            )
+        if params.get("status"):
+            runs = runs.filter(status__in=params["status"])
         return runs
 
     def get_object(self) -> BatchExportRun:
         return get_by_uuid_or_404(self.get_queryset(), self.kwargs["pk"], "Run")
 
-    @extend_schema(request=None, responses={200: OpenApiResponse(description='`{"backfill_id"}`')})
+    @extend_schema(request=None, responses={201: OpenApiResponse(description='`{"backfill_id"}`')})
     @action(methods=["POST"], detail=True)
     def retry(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        """Re-run this run's data interval, as a backfill of exactly that interval."""
+        """Re-run this run's data interval, as a backfill of exactly that interval: a new run row,
+        this one left as it was."""
         run = self.get_object()
         if run.data_interval_start is None:
             raise ValidationError("This run has no data interval start, so its interval cannot be re-run.")
         backfill = backfills.create_backfill(run.batch_export, run.data_interval_start, run.data_interval_end)
-        return Response({"backfill_id": str(backfill.id)})
+        return Response({"backfill_id": str(backfill.id)}, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: OpenApiResponse(description='`{"cancelled": true}`')})
     @action(methods=["POST"], detail=True)
@@ -286,12 +317,3 @@ class BatchExportBackfillViewSet(NestedInBatchExportMixin, mixins.CreateModelMix
             )
         get_engine().cancel_backfill(backfill)
         return Response({"cancelled": True})
-
-
-def _parse_datetime_param(name: str, value: str) -> Any:
-    from batchexports.exports.relative_dates import parse_relative_or_absolute
-
-    try:
-        return parse_relative_or_absolute(value)
-    except ValueError as error:
-        raise ValidationError({name: str(error)}) from None

@@ -13,7 +13,7 @@ from django.db.models.functions import TruncDate
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 
-from batchexports.exports.app_metrics import runs_per_day
+from batchexports.exports.app_metrics import daily_run_counts
 from batchexports.exports.models import BatchExportRun
 
 WIDTH, HEIGHT = 640, 200
@@ -142,28 +142,39 @@ def bar_chart(chart_id: str, title: str, dates: list[str], series: list[Series],
 
 
 def rows_per_day(runs: QuerySet[BatchExportRun], start: dt.datetime, end: dt.datetime) -> dict[str, int]:
-    """Rows of completed runs per day (UTC) of their data interval end."""
+    """Rows of completed runs per day (UTC) they ran (were last updated), as the runs chart counts them."""
     found = (
-        runs.filter(status=BatchExportRun.Status.COMPLETED, data_interval_end__gte=start, data_interval_end__lte=end)
-        .annotate(day=TruncDate("data_interval_end", tzinfo=dt.UTC))
+        runs.filter(status=BatchExportRun.Status.COMPLETED, last_updated_at__gte=start, last_updated_at__lte=end)
+        .annotate(day=TruncDate("last_updated_at", tzinfo=dt.UTC))
         .values("day")
         .annotate(rows=Sum("records_completed"))
     )
     return {row["day"].isoformat(): int(row["rows"] or 0) for row in found}
 
 
+def _days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
+    day, last = start.astimezone(dt.UTC).date(), end.astimezone(dt.UTC).date()
+    days = []
+    while day <= last:
+        days.append(day)
+        day += dt.timedelta(days=1)
+    return days
+
+
 def export_charts(runs: QuerySet[BatchExportRun], now: dt.datetime, days: int = 30) -> list[Chart]:
     start = (now - dt.timedelta(days=days - 1)).astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    metrics = runs_per_day(runs, start, now)
-    dates = metrics["dates"]
-    successes = [a + b for a, b in zip(metrics["successes"], metrics["successes_on_retry"], strict=True)]
+    counts = daily_run_counts(runs, start, now)  # the API's app metrics, every day of the chart present
+    calendar = _days(start, now)
+    dates = [day.isoformat() for day in calendar]
+    successes = [counts.get(day, (0, 0))[0] for day in calendar]
+    failures = [counts.get(day, (0, 0))[1] for day in calendar]
     by_day = rows_per_day(runs, start, now)
     return [
         bar_chart(
             "chart-runs",
             f"Runs per day, last {days} days (UTC)",
             dates,
-            [Series("Successes", successes, "ok"), Series("Failures", metrics["failures"], "bad")],
+            [Series("Successes", successes, "ok"), Series("Failures", failures, "bad")],
             "runs",
         ),
         bar_chart(

@@ -106,6 +106,27 @@ def rows(value: int | None) -> str:
     return NONE if value is None else f"{value:,}"
 
 
+def backfill_records(total: int | None, status: str) -> str:
+    """A backfill's `total_records_count`: the source's estimate while it runs, what it exported once ended."""
+    if total is None:
+        return "records: counting…" if status in ACTIVE_STATUSES else "records: unknown"
+    if status in ACTIVE_STATUSES:
+        return f"about {total:,} records to export"
+    return f"{total:,} records exported"
+
+
+def attempts(runs: Any) -> dict[Any, int]:
+    """Run id -> which execution of its interval it is (1 for the first), among `runs`: an interval
+    exported again (a retry, a second backfill) has a row per execution."""
+    numbered: dict[Any, int] = {}
+    seen: dict[tuple[Any, Any], int] = {}
+    for run in sorted(runs, key=lambda r: r.created_at):
+        key = (run.data_interval_start, run.data_interval_end)
+        seen[key] = seen.get(key, 0) + 1
+        numbered[run.id] = seen[key]
+    return numbered
+
+
 def status_class(status: str) -> str:
     return STATUS_CLASSES.get(status, "muted")
 

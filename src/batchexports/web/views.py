@@ -403,6 +403,8 @@ def export_detail(request: HttpRequest, project_id: int, export_id: str) -> Http
         else None
     )
     runs = runs[:runs_limit]
+    for run, attempt in zip(runs, map(display.attempts(runs).get, (run.id for run in runs)), strict=True):
+        run.attempt = attempt
     backfills = [
         {"backfill": backfill, "progress": backfill_rules.progress(backfill)}
         for backfill in batch_export.backfills.order_by("-created_at")[:20]

@@ -42,3 +42,8 @@ def percent(progress: Any) -> int:
     if not progress:
         return 0
     return round(float(progress.get("progress") or 0) * 100)
+
+
+@register.filter
+def backfill_records(backfill: Any) -> str:
+    return display.backfill_records(backfill.total_records_count, backfill.status)

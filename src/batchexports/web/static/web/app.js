@@ -9,6 +9,7 @@
   "use strict";
 
   var ACTIVE = ["Starting", "Running"];
+  var RUNS_SINCE = "1970-01-01T00:00:00Z";
   var STATUS_CLASSES = {
     Completed: "ok", Failed: "bad", FailedBilling: "bad", TimedOut: "bad", Terminated: "bad",
     FailedRetryable: "warn", Running: "active", Starting: "pending", Cancelled: "muted", ContinuedAsNew: "muted"
@@ -313,7 +314,20 @@
     return node ? JSON.parse(node.textContent) : null;
   }
 
-  function runRow(run, data) {
+  // Which execution of its interval each listed run is (1 for the first): a retried or re-backfilled
+  // interval has a row per execution. Counted among the listed runs, as the server counts them.
+  function attempts(runs) {
+    var seen = {}, numbered = {};
+    runs.slice().sort(function (a, b) { return a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : 0; })
+      .forEach(function (run) {
+        var key = run.data_interval_start + "|" + run.data_interval_end;
+        seen[key] = (seen[key] || 0) + 1;
+        numbered[run.id] = seen[key];
+      });
+    return numbered;
+  }
+
+  function runRow(run, data, attempt) {
     var actions = [el("a", { href: data.runUrl.replace("RUN_ID", run.id), "aria-label": "Logs of the run " + intervalText(run.data_interval_start, run.data_interval_end), text: "Logs" })];
     if (ACTIVE.indexOf(run.status) >= 0) {
       actions.push(" ", el("button", { type: "button", className: "small secondary", "data-action": "cancel-run", "data-run-id": run.id, text: "Cancel" }));
@@ -322,6 +336,7 @@
     }
     var status = [el("span", { className: "badge status-" + statusClass(run.status), text: run.status })];
     if (run.backfill) { status.push(" ", el("span", { className: "tag small", title: "Part of a backfill", text: "backfill" })); }
+    if (attempt > 1) { status.push(" ", el("span", { className: "tag small", title: "This interval ran before: each execution is a row of its own", text: "attempt " + attempt })); }
     var error = run.latest_error ? el("span", { className: "error-text", text: run.latest_error }) : el("span", { className: "muted", text: "–" });
     return el("tr", { "data-run-id": run.id, "data-status": run.status }, [
       el("td", { "data-label": "Status" }, status),
@@ -334,6 +349,12 @@
     ]);
   }
 
+  // A backfill's total_records_count: the source's estimate while it runs, what it exported once ended.
+  function backfillRecords(total, active) {
+    if (total === null || total === undefined) { return active ? "records: counting…" : "records: unknown"; }
+    return active ? "about " + rows(total) + " records to export" : rows(total) + " records exported";
+  }
+
   function backfillItem(backfill) {
     var progress = backfill.progress;
     var percent = progress ? Math.round((progress.progress || 0) * 100) : 0;
@@ -343,10 +364,15 @@
       head.push(" ", el("button", { type: "button", className: "small secondary", "data-action": "cancel-backfill", "data-backfill-id": backfill.id, text: "Cancel" }));
     }
     var bar = el("progress", { max: "100", value: String(percent), "aria-label": "Progress of the backfill " + range });
-    var text = progress ? progress.finished_runs + " / " + progress.total_runs + " runs · " + percent + "%" : "counting runs…";
+    var active = ACTIVE.indexOf(backfill.status) >= 0;
+    var text = progress ? progress.finished_runs + " / " + progress.total_runs + " runs · " + percent + "%"
+      : active ? "counting runs…" : "ended " + backfill.status.toLowerCase();
+    var facts = backfillRecords(backfill.total_records_count, active);
+    if (backfill.adjusted_start_at) { facts += " · from the earliest data, " + when(backfill.adjusted_start_at) + " UTC"; }
     return el("li", { className: "backfill", "data-backfill-id": backfill.id, "data-status": backfill.status }, [
       el("div", { className: "backfill-head" }, head),
-      el("div", { className: "progress-row" }, [bar, el("span", { className: "progress-text", text: text })])
+      el("div", { className: "progress-row" }, [bar, el("span", { className: "progress-text", text: text })]),
+      el("p", { className: "backfill-facts muted", text: facts })
     ]);
   }
 
@@ -390,13 +416,15 @@
 
     function refresh() {
       return Promise.all([
-        api("GET", base + "runs/?ordering=-data_interval_start"),
+        // Every interval, as the server renders them (the API's default window is the last 7 days).
+        api("GET", base + "runs/?ordering=-data_interval_start&start=" + encodeURIComponent(RUNS_SINCE)),
         api("GET", base + "backfills/")
       ]).then(function (answers) {
         var runs = answers[0], backfills = answers[1], active = false;
         if (runs.ok) {
           var results = runs.data.results.slice(0, data.runsLimit || 25);
-          replaceChildren(runsBody, results.map(function (run) { return runRow(run, data); }));
+          var numbered = attempts(results);
+          replaceChildren(runsBody, results.map(function (run) { return runRow(run, data, numbered[run.id]); }));
           document.getElementById("runs-table").hidden = results.length === 0;
           document.getElementById("runs-empty").hidden = results.length > 0;
           active = active || results.some(function (run) { return ACTIVE.indexOf(run.status) >= 0; });
