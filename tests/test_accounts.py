@@ -129,11 +129,11 @@ def test_bootstrap_again_without_json_says_how_to_get_a_key(db: Any, capsys: pyt
     assert "--new-key" in out
 
 
-def test_bootstrap_env_prints_shell_assignments_that_eval_to_the_ids(db: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bootstrap_env_prints_assignments_that_eval_to_the_ids(db: Any, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(capsys, "bootstrap", "--env", "--organization", "O'Brien & Co")
     assert code == 0
     shell = subprocess.run(
-        ["bash", "-c", f'eval "$1"; printf "%s\\n" "$ORGANIZATION" "$PROJECT" "$KEY" "$PROJECT_KEY"', "_", out],
+        ["bash", "-c", 'eval "$1"; printf "%s\\n" "$ORGANIZATION" "$PROJECT" "$KEY" "$PROJECT_KEY"', "_", out],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     organization_id, project_id, key, project_key = shell.stdout.splitlines()
