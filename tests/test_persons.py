@@ -125,7 +125,8 @@ def test_the_official_posthog_sdk_sends_events_we_store(live_server, project, ev
     client.capture("signed_up", distinct_id="sdk-user", properties={"plan": "pro"})
     client.set(distinct_id="sdk-user", properties={"email": "sdk@example.com"})
     client.alias(previous_id="anon-sdk", distinct_id="sdk-user")
-    client.shutdown()
+    # Sync mode sends each call before it returns; its shutdown() fails in posthog 6.9 (no consumers),
+    # and arcade-posthog-api's arcade-core holds the test extras at posthog < 7.
     stored = {r["event"]: r for r in rows(events_store, project.id)}
     assert set(stored) >= {"signed_up", "$set", "$create_alias"}
     assert json.loads(stored["signed_up"]["properties"])["plan"] == "pro"
