@@ -333,7 +333,8 @@ def test_a_destination_error_fails_the_run_at_once_with_its_reason(api, project,
     url = f"{prefix_for('projects', project)}{export_id}/backfills/"
     body = {"start_at": start.isoformat(), "end_at": (start + HOUR).isoformat()}
     backfill_id = api.post(url, body, format="json").json()["backfill_id"]
-    wait_for(lambda: api.get(f"{url}{backfill_id}/").json()["status"] == "Completed", what="the backfill")
+    # A backfill with a failed run is Failed, never plain Completed.
+    wait_for(lambda: api.get(f"{url}{backfill_id}/").json()["status"] == "Failed", what="the backfill")
     (run,) = BatchExportRun.objects.filter(batch_export_id=export_id)
     assert run.status == "Failed"
     assert "move it or change the path" in run.latest_error

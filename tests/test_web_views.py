@@ -342,6 +342,26 @@ def test_the_export_page_shows_each_execution_of_an_interval_and_backfill_counts
     assert "ended cancelled" in html and "12 records exported" in html
 
 
+def test_a_failed_backfill_shows_red_with_the_count_of_its_failed_runs(web, api, project):
+    export = s3_export(api, project)
+    start = timezone.now().replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=3)
+    backfill = BatchExportBackfill.objects.create(
+        team_id=project.id, batch_export_id=export["id"], status="Failed", start_at=start,
+        end_at=start + dt.timedelta(hours=3), total_runs=3,
+    )  # fmt: skip
+    for hour, status in enumerate(("Failed", "Completed", "Failed")):
+        BatchExportRun.objects.create(
+            batch_export_id=export["id"], status=status, backfill=backfill,
+            data_interval_start=start + dt.timedelta(hours=hour),
+            data_interval_end=start + dt.timedelta(hours=hour + 1),
+        )  # fmt: skip
+    html = web.get(f"/projects/{project.id}/exports/{export['id']}/").content.decode()
+    item = re.search(rf'<li class="backfill" data-backfill-id="{backfill.id}".*?</li>', html, re.S).group(0)
+    assert '<span class="badge status-bad">Failed</span>' in item
+    assert '<span class="badge status-bad failed-runs">2 failed runs</span>' in item
+    assert "Completed" not in item
+
+
 def test_backfill_defaults_follow_the_interval(web, api, project):
     export = s3_export(api, project)
     html = web.get(f"/projects/{project.id}/exports/{export['id']}/").content.decode()

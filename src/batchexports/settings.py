@@ -158,6 +158,9 @@ SPECTACULAR_SETTINGS = {
 # Backfills a project may have Starting or Running at once; one more is answered 429
 # `too_many_concurrent_backfills`, as PostHog answers it.
 BATCHEXPORTS_MAX_CONCURRENT_BACKFILLS = _env_positive_int("BATCHEXPORTS_MAX_CONCURRENT_BACKFILLS", 10)
+# How long a run whose destination fails retryably keeps retrying (capped backoff, at most 5 min
+# between attempts) before it fails: an outage shorter than this heals by itself.
+BATCHEXPORTS_RETRY_WINDOW_SECONDS = _env_positive_int("BATCHEXPORTS_RETRY_WINDOW_SECONDS", 24 * 3600)
 
 # Which engine implementation the API calls (see engine/interface.py).
 BATCHEXPORTS_ENGINE = os.environ.get("BATCHEXPORTS_ENGINE", "batchexports.engine.temporal_engine.TemporalEngine")

@@ -180,7 +180,7 @@ class HttpSink:
                 delay = min(MAX_BACKOFF_SECONDS, self.backoff_seconds * 2 ** (attempt - 1))
                 delay = wait if wait is not None else delay * (0.5 + random.random() / 2)
                 _sleep(min(delay, MAX_BACKOFF_SECONDS), cancel)
-        raise RetryableError(f"Sending events failed {self.max_attempts} times; the run will retry: {problem}")
+        raise RetryableError(f"Sending events failed {self.max_attempts} times in a row: {problem}")
 
     def client_error(self, response: Any) -> NonRetryableError:
         status = response.status_code

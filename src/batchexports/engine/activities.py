@@ -16,13 +16,14 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from batchexports.destinations.errors import NonRetryableError
-from batchexports.engine import bookkeeping
+from batchexports.engine import bookkeeping, retry_window
 from batchexports.engine.inputs import (
     BackfillInput,
     BackfillPlan,
@@ -86,7 +87,10 @@ def start_run(data: RunInput) -> StartedRun | None:
     info = activity.info()
     run = bookkeeping.start_run(batch_export, start, end, data.backfill_id, info.workflow_id, info.workflow_run_id)
     timeout = bookkeeping.run_timeout(batch_export.interval)
-    return StartedRun(str(run.id), start.isoformat(), end.isoformat(), int(timeout.total_seconds()))
+    return StartedRun(
+        str(run.id), start.isoformat(), end.isoformat(), int(timeout.total_seconds()),
+        retry_window_seconds=settings.BATCHEXPORTS_RETRY_WINDOW_SECONDS,
+    )  # fmt: skip
 
 
 def _export_run(run: BatchExportRun) -> ExportRun:
@@ -165,7 +169,18 @@ def export_run(run_id: str) -> ExportOutcome:
         raise ApplicationError(str(error), type=NON_RETRYABLE, non_retryable=True) from None
     except Exception as error:
         message = str(error) if getattr(error, "retryable", False) else f"{type(error).__name__}: {error}"
-        bookkeeping.mark_retrying(run, message, attempt)
+        info = activity.info()
+        # The workflow's schedule-to-close timeout is at least one attempt long; the window is the setting.
+        window = (
+            dt.timedelta(seconds=settings.BATCHEXPORTS_RETRY_WINDOW_SECONDS) if info.schedule_to_close_timeout else None
+        )
+        upcoming = retry_window.after_failure(attempt, timezone.now(), info.scheduled_time, window)
+        if upcoming.at is None:
+            # No attempt follows: say so rather than "retrying", and fail the run with the reason.
+            span = f"the retry window of {retry_window.describe(window)}" if window else f"{attempt} attempts"
+            message = f"{message} (gave up after {attempt} attempts: {span} is over)"
+            raise ApplicationError(message, type=NON_RETRYABLE, non_retryable=True) from None
+        bookkeeping.mark_retrying(run, message, attempt, upcoming.at, upcoming.window_ends)
         raise ApplicationError(message, type=type(error).__name__) from None
     bookkeeping.record_progress(run_id, result.records_completed, result.bytes_exported)
     return ExportOutcome(

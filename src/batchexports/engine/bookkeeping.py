@@ -98,11 +98,23 @@ def mark_running(run: BatchExportRun, attempt: int) -> None:
         log(run.batch_export, "INFO", f"Attempt {attempt} of the export", run.id)
 
 
-def mark_retrying(run: BatchExportRun, error: str, attempt: int) -> None:
+def mark_retrying(
+    run: BatchExportRun, error: str, attempt: int, next_at: dt.datetime, window_ends: dt.datetime | None
+) -> None:
+    """FailedRetryable, with when the next attempt starts and until when retries go on."""
+    until = ""
+    if window_ends is not None:
+        until = f"; retries go on until {window_ends:%Y-%m-%d %H:%M:%S} UTC (BATCHEXPORTS_RETRY_WINDOW_SECONDS)"
+    shown = f"{error} (attempt {attempt} failed; retrying at {next_at:%Y-%m-%d %H:%M:%S} UTC{until})"
     BatchExportRun.objects.filter(id=run.id).update(
-        status=BatchExportRun.Status.FAILED_RETRYABLE, latest_error=error, last_updated_at=timezone.now()
+        status=BatchExportRun.Status.FAILED_RETRYABLE, latest_error=shown, last_updated_at=timezone.now()
     )
-    log(run.batch_export, "WARNING", f"Attempt {attempt} failed, retrying: {error}", run.id)
+    log(
+        run.batch_export,
+        "WARNING",
+        f"Attempt {attempt} failed, retrying at {next_at:%H:%M:%S} UTC: {error}{until}",
+        run.id,
+    )
 
 
 def record_progress(run_id: str, records: int, bytes_exported: int) -> None:
@@ -175,7 +187,11 @@ def exported_by_backfill(backfill_id: str) -> int:
 
 
 def finish_backfill(backfill_id: str, status: str) -> None:
+    """End a backfill; one whose runs did not all complete ends Failed, never plain Completed."""
     now = timezone.now()
+    failed = BatchExportRun.objects.filter(backfill_id=backfill_id, status=BatchExportRun.Status.FAILED).count()
+    if status == BatchExportBackfill.Status.COMPLETED and failed:
+        status = BatchExportBackfill.Status.FAILED
     BatchExportBackfill.objects.filter(id=backfill_id).exclude(
         status__in=[BatchExportBackfill.Status.COMPLETED, BatchExportBackfill.Status.CANCELLED]
     ).update(status=status, finished_at=now, last_updated_at=now)
@@ -183,4 +199,12 @@ def finish_backfill(backfill_id: str, status: str) -> None:
     # API marks at once: the runs that finished before it are still what the destination holds).
     BatchExportBackfill.objects.filter(id=backfill_id).update(total_records_count=exported_by_backfill(backfill_id))
     backfill = BatchExportBackfill.objects.get(id=backfill_id)
-    log(str(backfill.batch_export_id), "INFO", f"Backfill {status.lower()}")
+    if failed and status == BatchExportBackfill.Status.FAILED:
+        runs = BatchExportRun.objects.filter(backfill_id=backfill_id).count()
+        log(
+            str(backfill.batch_export_id),
+            "ERROR",
+            f"Backfill failed: {failed} of {runs} runs failed (retry them from the runs list)",
+        )
+    else:
+        log(str(backfill.batch_export_id), "INFO", f"Backfill {status.lower()}")

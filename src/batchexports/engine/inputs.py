@@ -23,6 +23,8 @@ class StartedRun:
     data_interval_start: str
     data_interval_end: str
     timeout_seconds: int
+    # How long a failing export keeps being retried (0: a run started before the window existed).
+    retry_window_seconds: int = 0
 
 
 @dataclass

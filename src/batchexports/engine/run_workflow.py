@@ -16,7 +16,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from batchexports.engine import activities
+    from batchexports.engine import activities, retry_window
     from batchexports.engine.inputs import FinishRunInput, RunInput
 
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
@@ -74,20 +74,19 @@ class RunWorkflow:
         if started is None:
             return "Skipped"
         try:
+            window = timedelta(seconds=started.retry_window_seconds)
+            run_limit = timedelta(seconds=started.timeout_seconds)
             outcome = await workflow.execute_activity(
                 activities.export_run,
                 started.run_id,
-                start_to_close_timeout=timedelta(seconds=started.timeout_seconds),
+                start_to_close_timeout=run_limit,
+                # Retried with capped backoff until the retry window is over (the activity then says
+                # it gives up); a window shorter than one attempt still lets that attempt finish.
+                schedule_to_close_timeout=max(window, run_limit) if started.retry_window_seconds else None,
                 # A worker killed mid-run is noticed within this (heartbeats come every
                 # activities.HEARTBEAT_EVERY s) and the export retried after the first interval.
                 heartbeat_timeout=timedelta(seconds=10),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=10),
-                    backoff_coefficient=2.0,
-                    maximum_interval=timedelta(minutes=5),
-                    maximum_attempts=6,
-                    non_retryable_error_types=[activities.NON_RETRYABLE],
-                ),
+                retry_policy=retry_window.policy(window, [activities.NON_RETRYABLE]),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
         except (asyncio.CancelledError, CancelledError):

@@ -155,7 +155,8 @@ class Watchdog:
         return (
             f"The export made no progress for {_seconds(silent)} (no rows or bytes reached the destination; "
             f"limit {_seconds(self.limit())}, {ENV_VAR}): the destination stopped answering, so the run was "
-            "interrupted and will be retried. If this repeats, check that the destination is up and reachable."
+            "interrupted (the run says whether and when it is retried). If this repeats, check that the "
+            "destination is up and reachable."
         )
 
     # wiring

@@ -406,7 +406,12 @@ def export_detail(request: HttpRequest, project_id: int, export_id: str) -> Http
     for run, attempt in zip(runs, map(display.attempts(runs).get, (run.id for run in runs)), strict=True):
         run.attempt = attempt
     backfills = [
-        {"backfill": backfill, "progress": backfill_rules.progress(backfill)}
+        {
+            "backfill": backfill,
+            "progress": backfill_rules.progress(backfill),
+            # A backfill that ended Failed says how many of its runs did, in red.
+            "failed_runs": backfill.runs.filter(status=BatchExportRun.Status.FAILED).count(),
+        }
         for backfill in batch_export.backfills.order_by("-created_at")[:20]
     ]
     active = any(run.status in display.ACTIVE_STATUSES for run in runs) or any(
