@@ -187,10 +187,19 @@ def test_a_gzip_bomb_is_a_413(http, project, events_store, monkeypatch):
     assert response.status_code == 413
 
 
-def test_lz64_compression_is_refused_with_advice(http, project, events_store):
-    response = http.post("/e/?compression=lz64", data=b"abc", content_type="text/plain")
+def test_gzip_is_read_by_its_magic_bytes_with_text_plain_and_no_marker(http, project, events_store):
+    """posthog-js's default request: gzip, `Content-Type: text/plain`, no Content-Encoding, no `compression=`."""
+    body = gzip.compress(json.dumps([{**event(), "properties": {"token": project.api_token}}]).encode())
+    response = http.post("/e/", data=body, content_type="text/plain")
+    assert response.status_code == 200, response.content
+    assert [r["event"] for r in rows(events_store, project.id)] == ["$pageview"]
+
+
+def test_lz64_that_is_not_lz_string_data_is_a_400_and_stores_nothing(http, project, events_store):
+    response = http.post("/e/?compression=lz64", data=b"abc!", content_type="text/plain")
     assert response.status_code == 400
-    assert "gzip-js" in response.json()["detail"]
+    assert "lz64" in response.json()["detail"]
+    assert rows(events_store, project.id) == []
 
 
 def test_cors_preflight_and_headers(http, project, events_store):

@@ -11,7 +11,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from batchexports import health
 from batchexports.api_fallback import EndpointNotFound
-from batchexports.events import capture
+from batchexports.events import capture, flags, remote_config
 
 urlpatterns = [
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="openapi-schema"),
@@ -23,6 +23,11 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     re_path(r"^(?:batch|capture|e|i/v0/e|track)/?$", capture.capture, name="capture"),
     re_path(r"^engage/?$", capture.engage, name="engage"),
+    # What PostHog's SDKs call at start-up: feature flags and the remote config.
+    re_path(r"^flags/?$", flags.flags, name="flags"),
+    re_path(r"^decide/?$", flags.decide, name="decide"),
+    re_path(r"^array/(?P<token>[^/]+)/config$", remote_config.array_config, name="remote-config"),
+    re_path(r"^array/(?P<token>[^/]+)/config\.js$", remote_config.array_config_js, name="remote-config-js"),
     # The web page, last: its routes must never shadow the API, health, admin or capture ones.
     path("", include("batchexports.web.urls")),
 ]

@@ -1,7 +1,10 @@
 """PostHog-compatible capture endpoints: `/batch/`, `/capture/`, `/e/`, `/i/v0/e/`, `/track/`, `/engage/`.
 
 Plain Django views (no DRF: this is the ingestion hot path). A request is stored whole or
-not at all: any invalid event rejects the request with a 400 that says which and why.
+not at all: any invalid event rejects the request with a 400 that says which and why. As in
+PostHog's capture, the query's `_` (epoch milliseconds, posthog-js's send time) stands in for
+a missing `sent_at`, and `beacon=1` (`navigator.sendBeacon`, whose answer nobody reads) is
+answered 204 No Content.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from batchexports.accounts.models import Project
 from batchexports.events.normalize import InvalidEvent, normalize_event
 from batchexports.events.payloads import BadPayload, PayloadTooLarge, decode_body, engage_to_events, interpret
+from batchexports.events.sdk_http import INVALID_TOKEN_DETAIL, error, project_for_token, with_cors
 from batchexports.events.store import StoreUnavailable, get_store
 
 logger = logging.getLogger(__name__)
@@ -24,30 +27,23 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = int(os.environ.get("BATCHEXPORTS_CAPTURE_MAX_BODY_BYTES", str(20 * 1024 * 1024)))
 
 
-def _error(status: int, error_type: str, code: str, detail: str) -> JsonResponse:
-    return JsonResponse({"type": error_type, "code": code, "detail": detail, "attr": None}, status=status)
+# posthog-js sends its clock as `_=<epoch ms>`; smaller numbers are seconds from older SDKs (ignored, as PostHog does).
+_EARLIEST_SENT_AT_MS = 1_577_836_800_000  # 2020-01-01
 
 
-def _with_cors(request: HttpRequest, response: HttpResponse) -> HttpResponse:
-    # Browsers send events from the sites they track: any origin may post, as to PostHog.
-    origin = request.headers.get("Origin")
-    response["Access-Control-Allow-Origin"] = origin or "*"
-    if origin:
-        response["Access-Control-Allow-Credentials"] = "true"
-        response["Vary"] = "Origin"
-    response["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-    response["Access-Control-Allow-Headers"] = "Content-Type, Content-Encoding, X-Requested-With"
-    return response
+def _query_sent_at(query: dict[str, str]) -> int | None:
+    value = query.get("_", "")
+    return int(value) if value.isdigit() and int(value) >= _EARLIEST_SENT_AT_MS else None
 
 
 def _handle(request: HttpRequest, convert: Callable[[list], list] | None) -> HttpResponse:
     if request.method == "OPTIONS":
         return HttpResponse(status=200)
     if request.method not in ("GET", "POST"):
-        return _error(405, "invalid_request", "method_not_allowed", f"Method {request.method} is not allowed.")
+        return error(405, "invalid_request", "method_not_allowed", f"Method {request.method} is not allowed.")
     length = request.META.get("CONTENT_LENGTH")
     if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        return _error(413, "invalid_request", "payload_too_large", f"The body is larger than {MAX_BODY_BYTES} bytes.")
+        return error(413, "invalid_request", "payload_too_large", f"The body is larger than {MAX_BODY_BYTES} bytes.")
     query = {key: request.GET.get(key, "") for key in request.GET}
     is_multipart = (request.content_type or "").startswith("multipart/form-data")
     try:
@@ -63,28 +59,31 @@ def _handle(request: HttpRequest, convert: Callable[[list], list] | None) -> Htt
         payload = interpret(decoded if convert is None else _engage_shape(decoded), query)
         if convert is not None:
             payload = type(payload)(payload.token, convert(payload.events), payload.historical_migration, None)
-    except PayloadTooLarge as error:
-        return _error(413, "invalid_request", "payload_too_large", f"The request is too large: {error}.")
-    except BadPayload as error:
-        return _error(400, "validation_error", "invalid_payload", f"Malformed request: {error}.")
+    except PayloadTooLarge as problem:
+        return error(413, "invalid_request", "payload_too_large", f"The request is too large: {problem}.")
+    except BadPayload as problem:
+        return error(400, "validation_error", "invalid_payload", f"Malformed request: {problem}.")
     if not payload.token:
-        return _error(401, "authentication_error", "missing_api_key", "No project API key ('api_key' or 'token').")
-    project = Project.objects.filter(api_token=payload.token).only("id").first()
+        return error(401, "authentication_error", "missing_api_key", "No project API key ('api_key' or 'token').")
+    project = project_for_token(payload.token)
     if project is None:
-        return _error(401, "authentication_error", "invalid_api_key", "Project API key invalid.")
+        return error(401, "authentication_error", "invalid_api_key", INVALID_TOKEN_DETAIL)
     now = dt.datetime.now(dt.UTC)
+    sent_at = payload.sent_at or _query_sent_at(query)
     try:
         events = [
-            normalize_event(raw, now=now, sent_at=payload.sent_at, historical=payload.historical_migration, position=i)
+            normalize_event(raw, now=now, sent_at=sent_at, historical=payload.historical_migration, position=i)
             for i, raw in enumerate(payload.events)
         ]
-    except InvalidEvent as error:
-        return _error(400, "validation_error", "invalid_event", f"Invalid event: {error}.")
+    except InvalidEvent as problem:
+        return error(400, "validation_error", "invalid_event", f"Invalid event: {problem}.")
     try:
         get_store().capture(project.id, events, historical=payload.historical_migration)
-    except StoreUnavailable as error:
-        logger.error("capture: events store unavailable: %s", error)
-        return _error(503, "server_error", "store_unavailable", "The events store is unavailable; retry later.")
+    except StoreUnavailable as problem:
+        logger.error("capture: events store unavailable: %s", problem)
+        return error(503, "server_error", "store_unavailable", "The events store is unavailable; retry later.")
+    if query.get("beacon") == "1":
+        return HttpResponse(status=204)
     return JsonResponse({"status": 1})
 
 
@@ -97,9 +96,9 @@ def _engage_shape(decoded: object) -> object:
 
 @csrf_exempt
 def capture(request: HttpRequest) -> HttpResponse:
-    return _with_cors(request, _handle(request, convert=None))
+    return with_cors(request, _handle(request, convert=None))
 
 
 @csrf_exempt
 def engage(request: HttpRequest) -> HttpResponse:
-    return _with_cors(request, _handle(request, convert=engage_to_events))
+    return with_cors(request, _handle(request, convert=engage_to_events))

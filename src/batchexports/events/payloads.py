@@ -1,8 +1,12 @@
-"""Decoding the request bodies PostHog's SDKs send to the capture endpoints.
+"""Decoding the request bodies PostHog's SDKs send to the capture and flags endpoints.
 
-Bodies come as JSON, gzip (`Content-Encoding: gzip` or `compression=gzip-js`), base64
-(`compression=base64`, or a form field `data=` as posthog-js sends without compression), and
-as a single event, a list of events, or `{"api_key", "batch": [...]}`. Nothing here knows Django.
+The bytes decide, as in PostHog's capture, whatever the headers say: a body that starts with
+gzip's magic bytes is gunzipped (posthog-js sends its gzip with `Content-Type: text/plain` and
+no marker at all), a body that is all base64 is unwrapped. A compression hint (`compression=`
+in the query or the form, or `Content-Encoding`) adds what the bytes cannot show: `lz64`
+(lz-string, older posthog-js) and loose base64. A form body (`data=…`, also as a
+`navigator.sendBeacon` blob or a GET `?data=`) carries the payload in its `data` field. The
+result is one JSON value; anything else is a `BadPayload` saying why. Nothing here knows Django.
 """
 
 from __future__ import annotations
@@ -10,11 +14,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
+
+from batchexports.events import lz64
 
 
 class BadPayload(ValueError):
@@ -33,25 +40,124 @@ class CapturePayload:
     sent_at: Any
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+# Every spelling PostHog's SDKs use, to the one decoding it means.
+COMPRESSIONS = {
+    "gzip": "gzip",
+    "gzip-js": "gzip",
+    "lz64": "lz64",
+    "lz-string": "lz64",
+    "base64": "base64",
+    "b64": "base64",
+}
+# What marks a body as a urlencoded form (the fields PostHog's capture looks for), in its first bytes.
+_FORM_START = re.compile(rb"^(?:[A-Za-z0-9_.$%-]*=[^&{}\"]*&)*?(?:data|compression|ver|_|ip)=")
+_STRICT_BASE64 = re.compile(rb"[A-Za-z0-9+/]+={0,2}")
+_LOOSE_BASE64 = re.compile(rb"[A-Za-z0-9+/_\- ]+={0,2}")
+_MAX_LAYERS = 3  # e.g. form data that is base64 of gzip
+
+
 def _gunzip(body: bytes, limit: int) -> bytes:
     decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         data = decompressor.decompress(body, limit + 1)
-    except zlib.error:
-        raise BadPayload("the body is not valid gzip") from None
+    except zlib.error as error:
+        raise BadPayload(f"the body starts like gzip but is not valid gzip ({error})") from None
     if len(data) > limit or decompressor.unconsumed_tail:
         raise PayloadTooLarge(f"the decompressed body is larger than {limit} bytes")
+    if not decompressor.eof:
+        raise BadPayload("the gzip body is truncated")
     return data
 
 
-def _b64(text: bytes | str) -> bytes:
-    raw = text.encode() if isinstance(text, str) else text
-    raw = raw.strip().replace(b" ", b"+")  # '+' arrives as a space when form-encoding is sloppy
+def _is_base64(data: bytes, loose: bool) -> bool:
+    data = data.strip()
+    if loose:
+        return bool(data) and _LOOSE_BASE64.fullmatch(data) is not None
+    return bool(data) and len(data) % 4 == 0 and _STRICT_BASE64.fullmatch(data) is not None
+
+
+def _b64(data: bytes) -> bytes:
+    raw = data.strip().replace(b" ", b"+")  # '+' arrives as a space when form-encoding is sloppy
+    raw = raw.replace(b"-", b"+").replace(b"_", b"/")  # URL-safe alphabet, as in GET ?data=
     raw += b"=" * (-len(raw) % 4)
     try:
-        return base64.b64decode(raw.replace(b"-", b"+").replace(b"_", b"/"), validate=True)
+        return base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
         raise BadPayload("the body is not valid base64") from None
+
+
+def _looks_like_form(body: bytes) -> bool:
+    return _FORM_START.match(body[:512]) is not None
+
+
+def _is_form(body: bytes, content_type: str) -> bool:
+    """A urlencoded form: by its first field names, or declared so and shaped like one (`key=value`)."""
+    if body.startswith(GZIP_MAGIC):
+        return False
+    declared = "x-www-form-urlencoded" in content_type.lower()
+    return _looks_like_form(body) or (declared and re.match(rb"^[A-Za-z0-9_.$%-]+=", body) is not None)
+
+
+def _form_fields(body: bytes) -> dict[str, str]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadPayload("the form body is not UTF-8") from None
+    return {key: values[0] for key, values in parse_qs(text, keep_blank_values=True).items()}
+
+
+def _compression_hint(*candidates: str | None) -> tuple[str | None, str | None]:
+    """(the first known hint, normalised; the first unknown one, for error messages)."""
+    known = unknown = None
+    for candidate in candidates:
+        value = (candidate or "").strip().lower()
+        if not value or value in ("none", "identity"):
+            continue
+        if value in COMPRESSIONS:
+            known = known or COMPRESSIONS[value]
+        else:
+            unknown = unknown or value
+    return known, unknown
+
+
+def _unwrap(data: bytes, hint: str | None, limit: int, from_url: bool = False) -> tuple[bytes, list[str]]:
+    """Peel gzip, lz64 and base64 layers off `data`; also the names of the layers peeled.
+
+    A gzip hint without gzip bytes is no error by itself (a proxy may have unzipped the body):
+    the JSON parser has the last word, and its error then says what the hint promised."""
+    peeled: list[str] = []
+    for _ in range(_MAX_LAYERS):
+        if data.startswith(GZIP_MAGIC):
+            data, hint = _gunzip(data, limit), None
+            peeled.append("gzip")
+        elif hint == "lz64":
+            try:
+                text = lz64.decompress(data.decode("ascii"), limit)
+            except UnicodeDecodeError:
+                raise BadPayload("compression is lz64 but the body is not lz-string's base64 text") from None
+            except lz64.Lz64TooLarge as error:
+                raise PayloadTooLarge(str(error)) from None
+            except lz64.Lz64Error as error:
+                raise BadPayload(f"compression is lz64 but the body is not lz-string data: {error}") from None
+            data, hint = text.encode("utf-8"), None
+            peeled.append("lz64")
+        elif _is_base64(data, loose=from_url or hint in ("base64", "gzip")):
+            try:
+                decoded = _b64(data)
+            except BadPayload:
+                if hint == "base64":
+                    raise
+                break
+            if hint is None and not (decoded.startswith(GZIP_MAGIC) or decoded.lstrip()[:1] in (b"{", b"[")):
+                break  # base64-looking text that is not a wrapped payload: leave it to the JSON parser
+            data, hint = decoded, (None if hint == "base64" else hint)
+            peeled.append("base64")
+        else:
+            break
+    if len(data) > limit:
+        raise PayloadTooLarge(f"the decoded body is larger than {limit} bytes")
+    return data, peeled
 
 
 def decode_body(
@@ -66,36 +172,37 @@ def decode_body(
     """The JSON value a capture request carries; `form` holds already parsed multipart fields."""
     if len(body) > max_bytes:
         raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
-    compression = (query.get("compression") or "").lower()
-    if form is None and "x-www-form-urlencoded" in content_type.lower():
-        form = {key: values[0] for key, values in parse_qs(body.decode("latin-1"), keep_blank_values=True).items()}
-    if form is not None:
-        compression = (form.get("compression") or compression).lower()
-        if "data" not in form:
+    form_hint, from_url = None, False
+    if query.get("data"):
+        from_url = True  # a GET's ?data= may use the URL-safe alphabet and drop the padding
+        data = query["data"].encode("utf-8")
+    elif form is not None or (body and _is_form(body, content_type)):
+        fields = dict(form) if form is not None else _form_fields(body)
+        if "data" not in fields:
             raise BadPayload("the form has no 'data' field")
-        body = form["data"].encode("latin-1")
-        if compression not in ("gzip", "gzip-js"):
-            compression = "base64"
-    elif not body and query.get("data"):
-        body, compression = query["data"].encode(), compression or "base64"
-    if "gzip" in content_encoding.lower() or compression in ("gzip", "gzip-js"):
-        if compression in ("gzip", "gzip-js") and body[:2] != b"\x1f\x8b":
-            body = _b64(body)  # posthog-js may base64 the gzip bytes inside a form
-        body = _gunzip(body, max_bytes * 10)
-    elif compression == "base64":
-        body = _b64(body)
-    elif compression == "lz64":
-        raise BadPayload("compression 'lz64' is not supported; configure the SDK to use 'gzip-js' or none")
-    elif compression not in ("", "none"):
-        raise BadPayload(f"unknown compression '{compression}'")
-    if not body.strip():
+        data, form_hint = fields["data"].encode("utf-8"), fields.get("compression")
+    elif body:
+        data = body
+    else:
         raise BadPayload("the body is empty")
+    hint, unknown = _compression_hint(query.get("compression"), form_hint, content_encoding)
+    text, peeled = _unwrap(data, hint, max_bytes * 10, from_url)
+    if not text.strip():
+        raise BadPayload("the body is empty")
+    if peeled:
+        after = f"after {' and '.join(peeled)} decoding, "
+    elif hint == "gzip":
+        after = "compression is gzip but the body has no gzip header, and "
+    elif unknown:
+        after = f"compression '{unknown}' is not one PostHog's SDKs use (gzip, gzip-js, lz64, base64), and "
+    else:
+        after = "it is not gzip, lz64, base64 or form data, and "
     try:
-        return json.loads(body)
+        return json.loads(text)
     except UnicodeDecodeError:
-        raise BadPayload("the body is not UTF-8 JSON") from None
+        raise BadPayload(f"{after}the body is not UTF-8 JSON") from None
     except json.JSONDecodeError as error:
-        raise BadPayload(f"the body is not valid JSON ({error.msg} at position {error.pos})") from None
+        raise BadPayload(f"{after}the body is not valid JSON ({error.msg} at position {error.pos})") from None
 
 
 def _event_token(event: Any) -> str | None:
