@@ -196,8 +196,17 @@ def _progress(total: int | None, unit: str = "events") -> object:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    if _uses_duckdb():
-        _lock_data_dir_or_exit("import")
+    # Held while this command writes the events store, released when it returns (in-process callers
+    # such as the tests run it more than once).
+    lock = _lock_data_dir_or_exit("import") if _uses_duckdb() else None
+    try:
+        return _import(args)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _import(args: argparse.Namespace) -> int:
     _setup_django()
     _migrate()
     from batchexports.events.importer import EventsFile, ImportFileError
@@ -227,8 +236,17 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if _uses_duckdb():
-        _lock_data_dir_or_exit("demo")
+    # Held while this command writes the events store, released when it returns (in-process callers
+    # such as the tests run it more than once).
+    lock = _lock_data_dir_or_exit("demo") if _uses_duckdb() else None
+    try:
+        return _demo(args)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _demo(args: argparse.Namespace) -> int:
     _setup_django()
     _migrate()
     from batchexports.events.demo import DemoTraffic
