@@ -57,9 +57,13 @@ test-postgres: install-test
 		echo "SKIPPED: the PostgreSQL leg of the tests (no server at $(TEST_POSTGRES_URL))"; \
 	fi
 
+# Style, types (mypy's settings are in pyproject.toml) and the import rules between the parts
+# (.importlinter): see docs/design.md for the picture they enforce.
 lint: install-test
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: install-test
 	$(BIN)/ruff check --fix src tests

@@ -188,7 +188,7 @@ def _open_store_or_exit() -> object:
         raise SystemExit(3) from None
 
 
-def _progress(total: int | None, unit: str = "events") -> object:
+def _progress(total: int | None, unit: str = "events") -> Any:
     from tqdm import tqdm
 
     # Drawn on a terminal only; in pipes and CI the summary line below is enough.

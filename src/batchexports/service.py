@@ -27,7 +27,7 @@ from typing import Any
 
 logger = logging.getLogger("batchexports.service")
 
-API_GRACE = 5.0  # seconds in-flight API requests get once the listening socket is closed
+API_GRACE = 5  # seconds in-flight API requests get once the listening socket is closed
 WORKER_MARGIN = 5.0  # beyond the grace period: cancelled activities report back, the worker stops
 WATCHDOG_MARGIN = 9.5  # beyond the grace period: the whole stop, Temporal server included
 

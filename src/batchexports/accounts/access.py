@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.db.models import QuerySet
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import NotAuthenticated, NotFound, PermissionDenied
 from rest_framework.request import Request
 
 from batchexports.accounts.models import Organization, PersonalAPIKey, Project, User
@@ -34,6 +34,14 @@ class Scope:
         return list(ids)
 
 
+def signed_in_user(request: Request) -> User:
+    """The caller; the API's permission classes let only signed-in users and API keys this far."""
+    user = request.user
+    if not isinstance(user, User):
+        raise NotAuthenticated()
+    return user
+
+
 def _key(request: Request) -> PersonalAPIKey | None:
     # A plain Django request (the web page, signed in with a session) has no `auth`.
     auth = getattr(request, "auth", None)
@@ -41,7 +49,7 @@ def _key(request: Request) -> PersonalAPIKey | None:
 
 
 def _check_organization(request: Request, organization: Organization) -> None:
-    user: User = request.user
+    user = signed_in_user(request)
     if not organization.memberships.filter(user=user).exists():
         raise PermissionDenied("You don't have access to this organization.")
     key = _key(request)
@@ -64,9 +72,10 @@ def resolve_project(request: Request, project_id: str) -> Scope:
             pid = int(project_id)
         except (TypeError, ValueError):
             raise NotFound(f"Project '{project_id}' not found.") from None
-        project = Project.objects.select_related("organization").filter(id=pid).first()
-        if project is None:
+        found = Project.objects.select_related("organization").filter(id=pid).first()
+        if found is None:
             raise NotFound(f"Project {pid} not found.")
+        project = found
     _check_organization(request, project.organization)
     visible = _visible_project_ids(request)
     if visible is not None and project.id not in visible:
@@ -83,16 +92,26 @@ def resolve_organization(request: Request, organization_id: str) -> Scope:
             oid = uuid.UUID(str(organization_id))
         except ValueError:
             raise NotFound(f"Organization '{organization_id}' not found.") from None
-        organization = Organization.objects.filter(id=oid).first()
-        if organization is None:
+        found = Organization.objects.filter(id=oid).first()
+        if found is None:
             raise NotFound(f"Organization {oid} not found.")
+        organization = found
     _check_organization(request, organization)
     return Scope(organization=organization, project=None, visible_project_ids=_visible_project_ids(request))
 
 
+def project_of(request: Request, project_id: str) -> Project:
+    """The project a `/api/projects/:id/` route addresses, checked as `resolve_project` checks it."""
+    project = resolve_project(request, project_id).project
+    assert project is not None  # resolve_project always addresses one project
+    return project
+
+
 def _current_project(request: Request) -> Project:
     """`@current`: the caller's first project, within what its API key may see."""
-    projects = Project.objects.select_related("organization").filter(organization__memberships__user=request.user)
+    projects = Project.objects.select_related("organization").filter(
+        organization__memberships__user=signed_in_user(request)
+    )
     key = _key(request)
     if key is not None and key.scoped_teams:
         projects = projects.filter(id__in=[int(t) for t in key.scoped_teams])
@@ -111,7 +130,7 @@ def key_of(request: Request) -> PersonalAPIKey | None:
 
 def visible_organizations(request: Request) -> QuerySet[Organization]:
     """The caller's organizations, within the organizations its API key is limited to."""
-    organizations = Organization.objects.filter(memberships__user=request.user)
+    organizations = Organization.objects.filter(memberships__user=signed_in_user(request))
     key = _key(request)
     if key is not None and key.scoped_organizations:
         organizations = organizations.filter(id__in=key.scoped_organizations)

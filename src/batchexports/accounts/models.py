@@ -71,7 +71,9 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
-    organizations = models.ManyToManyField(Organization, through="OrganizationMembership", related_name="members")
+    organizations: models.ManyToManyField[Organization, OrganizationMembership] = models.ManyToManyField(
+        Organization, through="OrganizationMembership", related_name="members"
+    )
 
     USERNAME_FIELD = "email"
     EMAIL_FIELD = "email"

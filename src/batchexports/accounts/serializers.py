@@ -126,8 +126,8 @@ class ProjectBasicSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Project
-        fields = ("id", "uuid", "organization", "project_id", "api_token", "name", "timezone")
-        read_only_fields = fields
+        fields: tuple[str, ...] = ("id", "uuid", "organization", "project_id", "api_token", "name", "timezone")
+        read_only_fields: tuple[str, ...] = fields
 
     def to_representation(self, instance: Project) -> dict[str, Any]:
         return _with_fixed(super().to_representation(instance), PROJECT_BASIC_FIXED)
@@ -212,11 +212,11 @@ class OrganizationSerializer(serializers.ModelSerializer):
 
     def get_teams(self, organization: Organization) -> list[dict[str, Any]]:
         projects = _visible(organization.projects.all(), _account(self))
-        return ProjectBasicSerializer(projects, many=True, context=self.context).data
+        return list(ProjectBasicSerializer(projects, many=True, context=self.context).data)
 
     def get_projects(self, organization: Organization) -> list[dict[str, Any]]:
         projects = _visible(organization.projects.all(), _account(self))
-        return ProjectReferenceSerializer(projects, many=True, context=self.context).data
+        return list(ProjectReferenceSerializer(projects, many=True, context=self.context).data)
 
     def get_member_count(self, organization: Organization) -> int:
         return organization.memberships.filter(user__is_active=True).count()
@@ -296,7 +296,7 @@ class UserSerializer(serializers.ModelSerializer):
         return OrganizationSerializer(project.organization, context=self.context).data
 
     def get_organizations(self, user: User) -> list[dict[str, Any]]:
-        return OrganizationBasicSerializer(self.context["organizations"], many=True, context=self.context).data
+        return list(OrganizationBasicSerializer(self.context["organizations"], many=True, context=self.context).data)
 
     def to_representation(self, instance: User) -> dict[str, Any]:
         return _with_fixed(super().to_representation(instance), USER_FIXED)

@@ -1,13 +1,16 @@
 """Routes of the account API under `/api/`; like every API route, with or without the trailing slash."""
 
-from django.urls import re_path
+from typing import Any
+
+from django.urls import URLPattern, re_path
+from rest_framework.viewsets import ViewSetMixin
 
 from batchexports.accounts import views
 
 ID = r"[^/]+"
 
 
-def route(pattern: str, viewset: type, actions: dict[str, str], name: str) -> object:
+def route(pattern: str, viewset: type[ViewSetMixin], actions: dict[str, Any], name: str) -> URLPattern:
     return re_path(rf"^{pattern}/?$", viewset.as_view(actions), name=name)
 
 

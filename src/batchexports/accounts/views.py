@@ -38,7 +38,7 @@ class AccountViewSet(viewsets.GenericViewSet):
         super().initial(request, *args, **kwargs)
         key = access.key_of(request)
         visible = frozenset(int(t) for t in key.scoped_teams) if key is not None and key.scoped_teams else None
-        self.account = AccountContext.for_user(request.user, visible)
+        self.account = AccountContext.for_user(access.signed_in_user(request), visible)
 
     def get_serializer_context(self) -> dict[str, Any]:
         context = super().get_serializer_context()
@@ -75,15 +75,15 @@ class ProjectViewSet(AccountViewSet):
         return self.paginated(access.visible_projects(request), ProjectBasicSerializer)
 
     def retrieve(self, request: Request, project_id: str, **kwargs: Any) -> Response:
-        return self.one(access.resolve_project(request, project_id).project, ProjectSerializer)
+        return self.one(access.project_of(request, project_id), ProjectSerializer)
 
     def environments(self, request: Request, project_id: str, **kwargs: Any) -> Response:
         """`/api/projects/:id/environments/`: the project's environments, i.e. the project itself."""
-        project = access.resolve_project(request, project_id).project
+        project = access.project_of(request, project_id)
         return self.paginated(Project.objects.filter(pk=project.pk), ProjectBasicSerializer)
 
     def environment(self, request: Request, project_id: str, pk: str, **kwargs: Any) -> Response:
-        project = access.resolve_project(request, project_id).project
+        project = access.project_of(request, project_id)
         return self.one(_project_in(Project.objects.filter(pk=project.pk), pk), ProjectSerializer)
 
 
@@ -135,15 +135,17 @@ class UserViewSet(AccountViewSet):
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         users = User.objects.filter(is_active=True).order_by("id")
-        if not request.user.is_staff:
-            users = users.filter(pk=request.user.pk)
-        page = self.paginate_queryset(users)
+        caller = access.signed_in_user(request)
+        if not caller.is_staff:
+            users = users.filter(pk=caller.pk)
+        page = self.paginate_queryset(users) or []  # the viewset always pages
         data = [UserSerializer(user, context=self._context_for(request, user)).data for user in page]
         return self.get_paginated_response(data)
 
     def retrieve(self, request: Request, uuid_or_me: str, **kwargs: Any) -> Response:
+        user: User | None
         if uuid_or_me == "@me":
-            user = request.user
+            user = access.signed_in_user(request)
         elif not request.user.is_staff:
             raise PermissionDenied("As a non-staff user you're only allowed to access the `@me` user instance.")
         else:

@@ -49,8 +49,8 @@ BLOCK_ID_FORMAT = "batchexports-{:06d}"
 # The client's own retries, for blips within a run (backoff 1 s, 3 s, 5 s, with jitter); the run's
 # retry policy (Temporal) handles longer outages. Timeouts in seconds.
 RETRY_TOTAL = 3
-RETRY_INITIAL_BACKOFF = 1.0
-RETRY_INCREMENT_BASE = 2.0
+RETRY_INITIAL_BACKOFF = 1
+RETRY_INCREMENT_BASE = 2
 CONNECTION_TIMEOUT = 20
 READ_TIMEOUT = 120
 
@@ -91,7 +91,7 @@ logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(l
 def _error_code(error: HttpResponseError) -> str:
     code = getattr(error, "error_code", None)
     if code is None and error.response is not None:
-        code = error.response.headers.get("x-ms-error-code")
+        code = getattr(error.response, "headers", {}).get("x-ms-error-code")
     return str(getattr(code, "value", code) or "")
 
 
@@ -372,7 +372,10 @@ class AzureBlobWriter:
                     self._stage(bytes(self._buffer))
                     self._buffer.clear()
                 self._collect(wait_for=0)
-                self._blob.commit_block_list(self._block_ids, content_settings=self._content)
+                self._blob.commit_block_list(
+                    self._block_ids,  # type: ignore[arg-type]  # ids are accepted as str
+                    content_settings=self._content,
+                )
         except AzureError as error:
             raise self._store.translate(error, action) from None
         finally:

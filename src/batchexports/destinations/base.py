@@ -7,8 +7,9 @@ models it can export.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rest_framework import serializers
@@ -70,7 +71,7 @@ class DestinationSpec:
 
     type: str
     label: str
-    config_serializer: type[serializers.Serializer]
+    config_serializer: builtins.type[serializers.Serializer]  # `type` is also a field here
     secret_fields: tuple[SecretPath, ...] = ()
     supported_models: frozenset[str] = ALL_MODELS
     description: str = ""
@@ -83,7 +84,6 @@ class DestinationSpec:
     offered: bool = True
     # False for a destination that exports nothing (NoOp): its runs complete without a query.
     reads_source: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """Validate a complete config; raise `serializers.ValidationError` naming the field."""

@@ -176,8 +176,9 @@ def make_client(config: Mapping[str, Any], transport: Any = None) -> Any:
     class BoundedSession(AuthorizedSession):
         """The client passes `timeout=None` (wait forever) on its REST calls: bound each one."""
 
-        def request(self, method: str, url: str, *args: Any, timeout: Any = None, **kwargs: Any) -> Any:
-            return super().request(method, url, *args, timeout=timeout or REQUEST_TIMEOUT, **kwargs)
+        def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            kwargs["timeout"] = kwargs.get("timeout") or REQUEST_TIMEOUT
+            return super().request(method, url, *args, **kwargs)
 
     creds = credentials(config)
     if transport is not None:

@@ -54,6 +54,7 @@ def run_step(
     steps: tuple[TestStep, ...], index: int, config: Mapping[str, Any], secrets: Mapping[str, Any]
 ) -> dict[str, Any]:
     step = steps[index]
+    result: dict[str, str | None]
     try:
         step.check(config)
     except DestinationCheckFailed as failure:

@@ -85,7 +85,9 @@ def start_run(data: RunInput) -> StartedRun | None:
         fired_for = _parse(data.scheduled_at) if data.scheduled_at else timezone.now()
         start, end = bookkeeping.interval_ending_at(batch_export, fired_for)
     info = activity.info()
-    run = bookkeeping.start_run(batch_export, start, end, data.backfill_id, info.workflow_id, info.workflow_run_id)
+    # Always set here: these activities run only inside workflows (the SDK types them optional for standalone ones).
+    workflow_id = info.workflow_id or ""
+    run = bookkeeping.start_run(batch_export, start, end, data.backfill_id, workflow_id, info.workflow_run_id)
     timeout = bookkeeping.run_timeout(batch_export.interval)
     return StartedRun(
         str(run.id), start.isoformat(), end.isoformat(), int(timeout.total_seconds()),

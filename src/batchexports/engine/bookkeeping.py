@@ -180,7 +180,7 @@ def pause_after_repeated_failures(batch_export: BatchExport) -> bool:
 
 def exported_by_backfill(backfill_id: str) -> int:
     """The records the completed runs of a backfill exported: its actual count once it ends."""
-    total = BatchExportRun.objects.filter(backfill_id=backfill_id, status=BatchExportRun.Status.COMPLETED).aggregate(
+    total = BatchExportRun.objects.filter(backfill__id=backfill_id, status=BatchExportRun.Status.COMPLETED).aggregate(
         total=Sum("records_completed")
     )["total"]
     return int(total or 0)
@@ -189,7 +189,7 @@ def exported_by_backfill(backfill_id: str) -> int:
 def finish_backfill(backfill_id: str, status: str) -> None:
     """End a backfill; one whose runs did not all complete ends Failed, never plain Completed."""
     now = timezone.now()
-    failed = BatchExportRun.objects.filter(backfill_id=backfill_id, status=BatchExportRun.Status.FAILED).count()
+    failed = BatchExportRun.objects.filter(backfill__id=backfill_id, status=BatchExportRun.Status.FAILED).count()
     if status == BatchExportBackfill.Status.COMPLETED and failed:
         status = BatchExportBackfill.Status.FAILED
     BatchExportBackfill.objects.filter(id=backfill_id).exclude(
@@ -200,7 +200,7 @@ def finish_backfill(backfill_id: str, status: str) -> None:
     BatchExportBackfill.objects.filter(id=backfill_id).update(total_records_count=exported_by_backfill(backfill_id))
     backfill = BatchExportBackfill.objects.get(id=backfill_id)
     if failed and status == BatchExportBackfill.Status.FAILED:
-        runs = BatchExportRun.objects.filter(backfill_id=backfill_id).count()
+        runs = BatchExportRun.objects.filter(backfill__id=backfill_id).count()
         log(
             str(backfill.batch_export_id),
             "ERROR",

@@ -88,7 +88,7 @@ class HTTPConnection:
         self._client.command(sql)
 
     def rows(self, sql: str) -> list[tuple]:
-        return list(self._client.query(sql).result_rows)
+        return [tuple(row) for row in self._client.query(sql).result_rows]
 
     def stream(self, sql: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
         with self._client.query_arrow_stream(sql, settings={"max_block_size": batch_rows}) as stream:

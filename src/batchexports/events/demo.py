@@ -12,6 +12,7 @@ import json
 import random
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 
@@ -51,7 +52,7 @@ class DemoTraffic:
         session_id = _uuid(rng)
         at = self.start + dt.timedelta(seconds=rng.uniform(0, self.days * 86400 - 3600))
         source, medium, campaign, term = rng.choice(CAMPAIGNS)
-        base = {"$session_id": session_id, "$browser": rng.choice(BROWSERS), "$lib": "web"}
+        base: dict[str, Any] = {"$session_id": session_id, "$browser": rng.choice(BROWSERS), "$lib": "web"}
         events: list[tuple] = []
         path = rng.choice(PAGES[:5])
         landing = {**base, "$referring_domain": rng.choice(REFERRERS)}

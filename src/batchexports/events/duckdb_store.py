@@ -35,7 +35,7 @@ class DuckDBEventsStore(IngestingStore):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         spill = self.path.parent / "duckdb_tmp"
-        config = {
+        config: dict[str, str | bool | int | float | list[str]] = {
             "memory_limit": memory_limit or os.environ.get("BATCHEXPORTS_DUCKDB_MEMORY_LIMIT", "192MB"),
             "temp_directory": str(spill),
             "preserve_insertion_order": False,

@@ -25,7 +25,7 @@ OPERATORS = (
 TYPES = ("event", "person", "hogql")
 NUMERIC = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 # Which property column each filter type reads, per model; a model missing here cannot be filtered.
-COLUMNS = {
+COLUMNS: dict[str, dict[str, str | None]] = {
     "events": {"event": "properties", "person": "person_properties", "hogql": None},
     "persons": {"person": "properties"},
 }
@@ -41,7 +41,7 @@ class PropertyFilter:
     operator: str
     type: str
     value: Any
-    expression: exp.Expression | None = None  # the parsed key of a `hogql` filter
+    expression: exp.Expr | None = None  # the parsed key of a `hogql` filter
 
     def values(self) -> list[Any]:
         return list(self.value) if isinstance(self.value, list) else [self.value]
@@ -90,7 +90,7 @@ def parse_filters(raw: Any, model: str = "events") -> list[PropertyFilter]:
         if operator in NUMERIC:
             for v in values:
                 try:
-                    float(v)
+                    float(v)  # type: ignore[arg-type]  # a non-number raises, which is the check
                 except (TypeError, ValueError):
                     raise InvalidFilters(
                         f"{where}: operator '{operator}' compares numbers; '{v}' is not one."

@@ -63,7 +63,7 @@ def _shape(path: str, version: int | None) -> str:
             return "decide_v2"
         if version == 3:
             return "flags_v1"
-        return "flags_v2" if version >= 4 else "decide_v1"
+        return "flags_v2" if version is not None and version >= 4 else "decide_v1"
     return "flags_v2" if version is not None and version >= 2 else "flags_v1"
 
 

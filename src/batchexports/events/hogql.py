@@ -48,14 +48,14 @@ class InvalidHogQL(ValueError):
 class HogQLField:
     expression: str  # as the user wrote it, normalised
     alias: str
-    node: exp.Expression  # with property access as PROPERTY(...) placeholders
+    node: exp.Expr  # with property access as PROPERTY(...) placeholders
 
 
 @dataclass(frozen=True)
 class HogQLQuery:
     text: str
     fields: tuple[HogQLField, ...]
-    where: exp.Expression | None
+    where: exp.Expr | None
 
     def schema(self) -> dict[str, object]:
         """The read-only `schema` of the API: `{fields: [{expression, alias}], hogql_query}`."""
@@ -85,10 +85,10 @@ def _placeholder(match: re.Match[str]) -> str:
     return f"{PROPERTY}({column}, '{key}')"
 
 
-def _hogql_text(node: exp.Expression) -> str:
+def _hogql_text(node: exp.Expr) -> str:
     """An expression as HogQL text, with property access written back the way users write it."""
 
-    def back(n: exp.Expression) -> exp.Expression:
+    def back(n: exp.Expr) -> exp.Expr:
         if isinstance(n, exp.Anonymous) and n.name == PROPERTY:
             column, key = n.expressions[0].name, n.expressions[1].name
             prefix = "person." if column == "person_properties" else ""
@@ -99,7 +99,7 @@ def _hogql_text(node: exp.Expression) -> str:
     return re.sub(r'"((?:person\.)?properties\.[^"]+)"', r"\1", text)
 
 
-def _check(node: exp.Expression, where: str) -> None:
+def _check(node: exp.Expr, where: str) -> None:
     for child in node.walk():
         if isinstance(child, exp.Select | exp.Subquery | exp.Union | exp.With):
             raise InvalidHogQL(f"Subqueries are not supported in {where}; select from `events` directly.")
@@ -128,7 +128,7 @@ def _check(node: exp.Expression, where: str) -> None:
             raise InvalidHogQL(f"Unsupported expression in {where}: {child.sql('clickhouse')!r}.")
 
 
-def _alias(node: exp.Expression) -> str:
+def _alias(node: exp.Expr) -> str:
     if isinstance(node, exp.Alias):
         return node.alias
     if isinstance(node, exp.Column):
@@ -182,8 +182,9 @@ def parse_query(text: str) -> HogQLQuery:
     return HogQLQuery(text=text.strip(), fields=tuple(fields), where=where.this if where is not None else None)
 
 
-def parse_expression(text: str) -> exp.Expression:
+def parse_expression(text: str) -> exp.Expr:
     """One HogQL expression (for filters of type `hogql`)."""
+    node: exp.Expr
     try:
         node = sqlglot.parse_one(_replace_property_access(text), read="clickhouse", into=exp.Condition)
     except ParseError:
@@ -195,8 +196,8 @@ def parse_expression(text: str) -> exp.Expression:
     return node
 
 
-def _render_node(node: exp.Expression, dialect: SQLDialect) -> exp.Expression:
-    def rewrite(n: exp.Expression) -> exp.Expression:
+def _render_node(node: exp.Expr, dialect: SQLDialect) -> exp.Expr:
+    def rewrite(n: exp.Expr) -> exp.Expr:
         if isinstance(n, exp.Anonymous):
             name, args = n.name.lower(), [render_expression(a, dialect) for a in n.expressions]
             if n.name == PROPERTY:
@@ -226,7 +227,7 @@ def _hogql_function(name: str, args: list[str], dialect: SQLDialect) -> str | No
     return None
 
 
-def render_expression(node: exp.Expression, dialect: SQLDialect) -> str:
+def render_expression(node: exp.Expr, dialect: SQLDialect) -> str:
     return _render_node(node, dialect).sql(dialect.name)
 
 

@@ -148,11 +148,12 @@ def _historical(backfill: BatchExportBackfill) -> dict[str, Any]:
     """A backfill presented as PostHog presents a plugin's historical export."""
     progress = backfills.progress(backfill)
     finished = backfill.finished_at
-    status = {
+    statuses: dict[str, str] = {
         BatchExportBackfill.Status.COMPLETED: "success",
         BatchExportBackfill.Status.STARTING: "not_finished",
         BatchExportBackfill.Status.RUNNING: "not_finished",
-    }.get(backfill.status, "fail")
+    }
+    status = statuses.get(backfill.status, "fail")
     iso = lambda value: value.isoformat().replace("+00:00", "Z") if value else None  # noqa: E731
     return {
         "job_id": str(backfill.id),

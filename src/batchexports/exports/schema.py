@@ -13,7 +13,7 @@ from batchexports.destinations import registry
 
 @cache
 def destination_union() -> PolymorphicProxySerializer:
-    variants = {}
+    variants: dict[str, serializers.Serializer | type[serializers.Serializer]] = {}
     for spec in registry.all_specs():
         fields = {
             "type": serializers.ChoiceField(choices=[spec.type]),

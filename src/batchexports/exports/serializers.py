@@ -121,7 +121,9 @@ class BatchExportDestinationSerializer(serializers.Serializer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["type"].choices = registry.types()
+        type_field = self.fields["type"]
+        assert isinstance(type_field, serializers.ChoiceField)
+        type_field.choices = registry.types()
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         integration = attrs.pop("integration_id", None) or attrs.get("integration")
@@ -227,7 +229,7 @@ class BatchExportSerializer(serializers.ModelSerializer):
         runs = getattr(instance, "prefetched_latest_runs", None)
         if runs is None:
             runs = instance.runs.order_by("-created_at")[:10]
-        return BatchExportRunSerializer(runs, many=True).data
+        return list(BatchExportRunSerializer(runs, many=True).data)
 
     def to_representation(self, instance: BatchExport) -> dict[str, Any]:
         data = super().to_representation(instance)
@@ -286,7 +288,12 @@ class BatchExportSerializer(serializers.ModelSerializer):
         if "destination" in attrs:
             attrs["destination"] = self._validate_destination(attrs["destination"])
         self._validate_query(attrs, model)
-        destination_type = attrs["destination"]["type"] if "destination" in attrs else self.instance.destination.type
+        if "destination" in attrs:
+            destination_type = attrs["destination"]["type"]
+        elif self.instance is not None:
+            destination_type = self.instance.destination.type
+        else:
+            raise serializers.ValidationError({"destination": "This field is required."})
         spec = registry.get(destination_type)
         if model not in spec.supported_models:
             raise serializers.ValidationError(

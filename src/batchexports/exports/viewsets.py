@@ -210,8 +210,7 @@ def _create_backfill(batch_export: BatchExport, request: Request) -> BatchExport
 class NestedInBatchExportMixin(ScopedViewMixin):
     """For routes under `…/batch_exports/:batch_export_id/`."""
 
-    filter_backends = [filters.OrderingFilter]
-    ordering = "-created_at"
+    ordering = "-created_at"  # with an OrderingFilter in each viewset's filter_backends
 
 
 @extend_schema(parameters=[RunsListQuerySerializer])
@@ -225,6 +224,7 @@ class BatchExportRunViewSet(NestedInBatchExportMixin, viewsets.ReadOnlyModelView
 
     serializer_class = BatchExportRunSerializer
     pagination_class = RunsCursorPagination
+    filter_backends = [filters.OrderingFilter]
     ordering_fields = ["created_at", "data_interval_start"]
 
     def get_queryset(self) -> QuerySet[BatchExportRun]:
@@ -286,6 +286,7 @@ class BatchExportRunViewSet(NestedInBatchExportMixin, viewsets.ReadOnlyModelView
 class BatchExportBackfillViewSet(NestedInBatchExportMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = BatchExportBackfillSerializer
     pagination_class = BackfillsCursorPagination
+    filter_backends = [filters.OrderingFilter]
     ordering_fields = ["created_at", "start_at"]
 
     def get_queryset(self) -> QuerySet[BatchExportBackfill]:

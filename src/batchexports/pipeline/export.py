@@ -73,7 +73,7 @@ def export(
     sink = spec.sink_factory(run.destination_config)
     cancel = cancel or CancelToken()  # the watchdog stops a stalled export through it
     with watchdog.watching(cancel) as dog:
-        rows = itertools.chain([first], batches)
+        rows: Iterator[pa.RecordBatch] = itertools.chain([first], batches)
         if dog is not None:
             rows, progress = dog.batches(rows), dog.progress_callback(progress)
         result = sink.export(run, rows, reader.schema, progress, cancel)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 import duckdb
 import pyarrow as pa
@@ -34,10 +33,16 @@ if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
         pa.jemalloc_set_decay_ms(0)
 
 
+class RawOutput(Protocol):
+    """Where a format writer's bytes go: a file, an object store's upload, a buffer."""
+
+    def write(self, data: bytes | memoryview, /) -> int: ...
+
+
 class CountingStream:
     """Wraps a binary stream and counts what goes through it."""
 
-    def __init__(self, raw: BinaryIO):
+    def __init__(self, raw: RawOutput):
         self.raw = raw
         self.bytes_written = 0
         self.closed = False
@@ -132,7 +137,7 @@ class _StreamCompression:
 
 
 class JSONLinesWriter:
-    def __init__(self, raw: BinaryIO, schema: pa.Schema, compression: str | None):
+    def __init__(self, raw: RawOutput, schema: pa.Schema, compression: str | None):
         self._counter = CountingStream(raw)
         self._out = _StreamCompression(self._counter, compression)
         fields = ", ".join(f"{_sql_identifier(f.name)} := {_json_value(f)}" for f in schema)
@@ -156,7 +161,7 @@ class JSONLinesWriter:
 class CSVWriter:
     """CSV with a header; list and struct columns are written as JSON text."""
 
-    def __init__(self, raw: BinaryIO, schema: pa.Schema, compression: str | None):
+    def __init__(self, raw: RawOutput, schema: pa.Schema, compression: str | None):
         self._counter = CountingStream(raw)
         self._out = _StreamCompression(self._counter, compression)
         nested = any(pa.types.is_nested(f.type) for f in schema)
@@ -190,7 +195,7 @@ class CSVWriter:
 class ParquetWriter:
     """Buffers batches into row groups of about 32 MB (fewer, larger row groups read faster)."""
 
-    def __init__(self, raw: BinaryIO, schema: pa.Schema, compression: str | None):
+    def __init__(self, raw: RawOutput, schema: pa.Schema, compression: str | None):
         self._counter = CountingStream(raw)
         self._sink = pa.PythonFile(self._counter, mode="w")
         self._writer = pq.ParquetWriter(self._sink, schema, compression=compression or "none")
@@ -218,15 +223,13 @@ class ParquetWriter:
         return self._counter.bytes_written
 
 
-WRITERS = {"JSONLines": JSONLinesWriter, "Parquet": ParquetWriter, "CSV": CSVWriter}
+WRITERS: dict[str, type[JSONLinesWriter | ParquetWriter | CSVWriter]] = {
+    "JSONLines": JSONLinesWriter,
+    "Parquet": ParquetWriter,
+    "CSV": CSVWriter,
+}
 assert set(WRITERS) == set(FILE_FORMATS), "every format the API accepts has a writer"
 
 
-def open_writer(file_format: str, raw: BinaryIO, schema: pa.Schema, compression: str | None) -> FormatWriter:
+def open_writer(file_format: str, raw: RawOutput, schema: pa.Schema, compression: str | None) -> FormatWriter:
     return WRITERS[file_format](raw, schema, compression)
-
-
-def write_all(writer: FormatWriter, batches: Iterable[pa.RecordBatch]) -> None:
-    for batch in batches:
-        writer.write(batch)
-    writer.close()

@@ -91,7 +91,7 @@ def bar_chart(chart_id: str, title: str, dates: list[str], series: list[Series],
         )
     for i, day in enumerate(dates):
         x = LEFT + slot * i + (slot - bar_w) / 2
-        base = TOP + plot_h
+        base: float = TOP + plot_h
         tooltip = f"{day}: " + ", ".join(f"{_number(s.values[i])} {s.label.lower()}" for s in series)
         parts.append(format_html('<g class="bar"><title>{}</title>', tooltip))
         # A transparent full-height target keeps the tooltip reachable on empty days.

@@ -177,7 +177,7 @@ def config_fields(
         kind = _kind(name, drf_field, top_secrets)
         choices: list[tuple[str, str]] = []
         if kind == "select":
-            choices = [(str(key), str(label)) for key, label in drf_field.choices.items()]
+            choices = [(str(key), str(label)) for key, label in getattr(drf_field, "choices", {}).items()]
         config_field = ConfigField(
             name=name,
             label=_label(name),

@@ -18,6 +18,7 @@ from django.contrib.staticfiles.views import serve as serve_static
 from django.core.exceptions import PermissionDenied, SuspiciousFileOperation
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -70,9 +71,9 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def with_csp(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def with_csp(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
     @functools.wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         response = view(request, *args, **kwargs)
         response.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response.setdefault("Referrer-Policy", "same-origin")
@@ -140,7 +141,8 @@ def _base_context(request: HttpRequest, project: Project | None) -> dict[str, An
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     projects = _user_projects(request.user)  # type: ignore[arg-type]
-    project = projects.filter(id=request.session.get(SESSION_PROJECT)).first() or projects.first()
+    selected = request.session.get(SESSION_PROJECT)
+    project = (projects.filter(id=selected).first() if selected is not None else None) or projects.first()
     if project is None:
         return render(request, "web/no_project.html", _base_context(request, None))
     return redirect("web:export_list", project_id=project.id)
@@ -404,7 +406,8 @@ def export_detail(request: HttpRequest, project_id: int, export_id: str) -> Http
     )
     runs = runs[:runs_limit]
     for run, attempt in zip(runs, map(display.attempts(runs).get, (run.id for run in runs)), strict=True):
-        run.attempt = attempt
+        run.attempt = attempt  # type: ignore[attr-defined]  # shown by _runs_rows.html
+    recent_backfills = list(batch_export.backfills.order_by("-created_at")[:20])
     backfills = [
         {
             "backfill": backfill,
@@ -412,10 +415,10 @@ def export_detail(request: HttpRequest, project_id: int, export_id: str) -> Http
             # A backfill that ended Failed says how many of its runs did, in red.
             "failed_runs": backfill.runs.filter(status=BatchExportRun.Status.FAILED).count(),
         }
-        for backfill in batch_export.backfills.order_by("-created_at")[:20]
+        for backfill in recent_backfills
     ]
     active = any(run.status in display.ACTIVE_STATUSES for run in runs) or any(
-        item["backfill"].status in BatchExportBackfill.ACTIVE_STATUSES for item in backfills
+        backfill.status in BatchExportBackfill.ACTIVE_STATUSES for backfill in recent_backfills
     )
     context = _base_context(request, project)
     context.update(
@@ -474,7 +477,7 @@ def run_detail(request: HttpRequest, project_id: int, export_id: str, run_id: st
 
 
 @require_GET
-def static_file(request: HttpRequest, path: str) -> HttpResponse:
+def static_file(request: HttpRequest, path: str) -> HttpResponseBase:
     """The apps' static files (the page's and the admin's) straight from their packages."""
     try:
         response = serve_static(request, path, insecure=True)
