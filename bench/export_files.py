@@ -38,10 +38,10 @@ def folder_size(path: Path) -> int:
 
 
 def run_case(store_path: str, case: str, target: str, out_dir: str, s3: dict | None) -> dict:
+    from batchexports.core.run import ExportRun
     from batchexports.events import model_queries
     from batchexports.events.duckdb_store import DuckDBEventsStore
     from batchexports.pipeline.export import export
-    from batchexports.pipeline.run import ExportRun
 
     file_format, codec, copy_options = CASES[case]
     store = DuckDBEventsStore(store_path)  # the service's default buffer pool (BATCHEXPORTS_DUCKDB_MEMORY_LIMIT)

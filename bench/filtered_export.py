@@ -39,9 +39,9 @@ CASES = {
 def child(store_path: str, case: str, out_dir: str) -> None:
     import os
 
+    from batchexports.core.run import ExportRun
     from batchexports.events.duckdb_store import DuckDBEventsStore
     from batchexports.pipeline.export import export
-    from batchexports.pipeline.run import ExportRun
 
     os.environ["BATCHEXPORTS_EXPORT_DIR"] = out_dir
     store = DuckDBEventsStore(store_path, memory_limit="256MB")

@@ -39,10 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PeakRSS
 from stream_memory import START, fill
 
+from batchexports.core.run import ExportRun
 from batchexports.destinations.postgres_sink import PostgresSink
 from batchexports.events.duckdb_store import DuckDBEventsStore
 from batchexports.pipeline.export import model_query
-from batchexports.pipeline.run import ExportRun
 
 TABLE_COLUMNS = """
     uuid TEXT, team_id BIGINT, "timestamp" TIMESTAMPTZ, _inserted_at TIMESTAMPTZ, created_at TIMESTAMPTZ,

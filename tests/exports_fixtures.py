@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from batchexports.core.run import ExportRun
 from batchexports.events.duckdb_store import EVENTS_SCHEMA, DuckDBEventsStore
-from batchexports.pipeline.run import ExportRun
 
 T0 = dt.datetime(2024, 5, 1, 10, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)

@@ -28,16 +28,16 @@ from azure.storage.blob import (
     generate_account_sas,
 )
 
+from batchexports.core.errors import NonRetryableError, RetryableError
+from batchexports.core.model_rules import JSON_COLUMNS
+from batchexports.core.run import ExportResult, ExportRun
 from batchexports.destinations import azure_checks, azure_store
 from batchexports.destinations.azure_blob import SPEC
-from batchexports.destinations.errors import NonRetryableError, RetryableError
 from batchexports.destinations.testing import DestinationCheckFailed
 from batchexports.events.duckdb_store import EVENTS_SCHEMA, DuckDBEventsStore
 from batchexports.events.store import ModelQuery
 from batchexports.pipeline.export import export
 from batchexports.pipeline.formats import FILE_FORMATS
-from batchexports.pipeline.run import ExportResult, ExportRun
-from batchexports.pipeline.writers import JSON_COLUMNS
 from tests import contract
 from tests.azurite import ACCOUNT_KEY, Azurite, connection_string, free_port, require_binary
 from tests.conftest import prefix_for

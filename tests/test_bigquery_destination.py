@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batchexports.core.errors import NonRetryableError, RetryableError
 from batchexports.destinations import bigquery_sink
-from batchexports.destinations.errors import NonRetryableError, RetryableError
 from batchexports.destinations.testing import run_step
 from batchexports.pipeline.export import export
 from tests.exports_fixtures import HOUR, T0, expected_rows, file_run, known_events, store_with
@@ -564,7 +564,7 @@ def test_client_exceptions_are_classified(exception, args, retryable, service_ac
     assert args[0] in str(classified)
     assert "PRIVATE KEY" not in str(classified)
     assert isinstance(bigquery_sink.classify(requests.ConnectionError("reset"), {}), RetryableError)
-    from batchexports.pipeline.run import Cancelled
+    from batchexports.core.run import Cancelled
 
     with pytest.raises(Cancelled), bigquery_sink.classified({}):
         raise Cancelled("a cancellation is no BigQuery error")

@@ -168,7 +168,7 @@ def test_one_invalid_event_rejects_the_whole_batch(http, project, events_store, 
 
 
 def test_an_oversized_body_is_a_413(http, project, events_store, monkeypatch):
-    from batchexports.events import capture
+    from batchexports.capture import views as capture
 
     monkeypatch.setattr(capture, "MAX_BODY_BYTES", 1000)
     body = {"api_key": project.api_token, "batch": [event(padding="x" * 2000)]}
@@ -178,7 +178,7 @@ def test_an_oversized_body_is_a_413(http, project, events_store, monkeypatch):
 
 
 def test_a_gzip_bomb_is_a_413(http, project, events_store, monkeypatch):
-    from batchexports.events import capture
+    from batchexports.capture import views as capture
 
     monkeypatch.setattr(capture, "MAX_BODY_BYTES", 10_000)
     body = gzip.compress(json.dumps({"api_key": project.api_token, "batch": [event(pad="0" * 500_000)]}).encode())

@@ -24,8 +24,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from batchexports.core.errors import NonRetryableError, RetryableError
 from batchexports.destinations import databricks_sink
-from batchexports.destinations.errors import NonRetryableError, RetryableError
 from batchexports.destinations.testing import run_step
 from batchexports.pipeline.export import export
 from tests.exports_fixtures import HOUR, T0, expected_rows, file_run, known_events, store_with
@@ -318,7 +318,9 @@ def test_sessions_merge_with_schema_evolution(tmp_path, fake):
     assert sessions["s1"]["urls"] == ["https://ex.ample/1", "https://ex.ample/3"]
     assert sessions["s1"]["session_duration"] == 3600 and sessions["s2"]["pageview_count"] == 1
     assert "`urls` ARRAY<STRING>" in fake.statements[0]
-    assert "WHEN MATCHED AND (t.`_inserted_at` IS NULL OR t.`_inserted_at` < s.`_inserted_at`) THEN UPDATE SET * " \
+    # The sessions' versions of core.model_rules: PostHog's end_timestamp, and _inserted_at.
+    assert "WHEN MATCHED AND (t.`_inserted_at` IS NULL OR t.`_inserted_at` < s.`_inserted_at` OR " \
+           "t.`end_timestamp` IS NULL OR t.`end_timestamp` < s.`end_timestamp`) THEN UPDATE SET * " \
            "WHEN NOT MATCHED THEN INSERT *" in fake.sent("MERGE")[0]  # fmt: skip
 
 
@@ -376,7 +378,7 @@ def test_connector_errors_are_classified(error, retryable, message):
 
 
 def test_a_cancellation_is_not_mistaken_for_a_databricks_error():
-    from batchexports.pipeline.run import Cancelled
+    from batchexports.core.run import Cancelled
 
     with pytest.raises(Cancelled), databricks_sink.classified(db_config()):
         raise Cancelled("cancelled between two statements")

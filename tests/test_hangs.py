@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from batchexports.destinations.errors import RetryableError
+from batchexports.core import watchdog
+from batchexports.core.errors import RetryableError
+from batchexports.core.run import CancelToken, ExportRun, Progress
 from batchexports.destinations.postgres_sink import PostgresSink
-from batchexports.pipeline import watchdog
 from batchexports.pipeline.export import export
-from batchexports.pipeline.run import CancelToken, ExportRun, Progress
 from tests.exports_fixtures import HOUR, T0, TEAM, known_events, store_with
 from tests.own_postgres import Cluster, own_cluster
 from tests.test_bigquery_destination import service_account  # noqa: F401 - fixture

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
+from batchexports.core.errors import NonRetryableError, RetryableError
+from batchexports.core.run import Progress
 from batchexports.destinations import http_sink
-from batchexports.destinations.errors import NonRetryableError, RetryableError
 from batchexports.destinations.http_sink import HttpSink, batch_bodies
 from batchexports.destinations.testing import run_step
 from batchexports.events.store import ModelQuery
 from batchexports.pipeline.export import export, model_query
-from batchexports.pipeline.run import Progress
 from tests.exports_fixtures import HOUR, T0, file_run, known_events, store_with
 
 TOKEN = "phc_receiver_token_that_must_not_leak"

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from batchexports.exports.intervals import (
+from batchexports.core.intervals import (
     INTERVALS,
     DataInterval,
     IntervalCalendar,

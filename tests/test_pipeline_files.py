@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from batchexports.destinations.errors import NonRetryableError
+from batchexports.core.errors import NonRetryableError
+from batchexports.core.run import Cancelled, CancelToken, Progress
 from batchexports.pipeline import keys
 from batchexports.pipeline.export import export
 from batchexports.pipeline.formats import FILE_FORMATS
-from batchexports.pipeline.run import Cancelled, CancelToken, Progress
 from tests.exports_fixtures import (
     HOUR,
     T0,

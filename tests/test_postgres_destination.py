@@ -24,8 +24,9 @@ import psycopg
 import pyarrow as pa
 import pytest
 
+from batchexports.core.errors import NonRetryableError, RetryableError
+from batchexports.core.run import Cancelled, CancelToken, ExportRun, Progress
 from batchexports.destinations import registry
-from batchexports.destinations.errors import NonRetryableError, RetryableError
 from batchexports.destinations.postgres_sink import (
     COPY_SIGNATURE,
     COPY_TRAILER,
@@ -37,7 +38,6 @@ from batchexports.destinations.postgres_sink import (
 )
 from batchexports.events.duckdb_store import EVENTS_SCHEMA, DuckDBEventsStore
 from batchexports.pipeline.export import export, model_query
-from batchexports.pipeline.run import Cancelled, CancelToken, ExportRun, Progress
 from tests import contract
 from tests.conftest import prefix_for
 from tests.exports_fixtures import HOUR, T0, TEAM, expected_rows, known_events

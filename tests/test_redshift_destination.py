@@ -31,14 +31,14 @@ import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
+from batchexports.core.errors import NonRetryableError
+from batchexports.core.run import ExportRun
 from batchexports.destinations import redshift_sink, registry
-from batchexports.destinations.errors import NonRetryableError
 from batchexports.destinations.postgres_sink import stage_table_name
 from batchexports.destinations.redshift_sink import RedshiftSink, staging_store_config
 from batchexports.destinations.s3_store import S3ObjectStore
 from batchexports.events.duckdb_store import DuckDBEventsStore
 from batchexports.pipeline.export import export
-from batchexports.pipeline.run import ExportRun
 from tests import contract
 from tests.conftest import prefix_for
 from tests.exports_fixtures import HOUR, T0, TEAM, known_events

@@ -33,13 +33,13 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 from moto.server import ThreadedMotoServer
 
+from batchexports.core.errors import NonRetryableError, RetryableError
+from batchexports.core.run import ExportResult, ExportRun
 from batchexports.destinations import registry, s3_store
-from batchexports.destinations.errors import NonRetryableError, RetryableError
 from batchexports.destinations.s3_store import MIN_PART_SIZE, S3ObjectStore, classify
 from batchexports.events.duckdb_store import EVENTS_SCHEMA, DuckDBEventsStore
 from batchexports.pipeline.export import export
 from batchexports.pipeline.formats import FILE_FORMATS
-from batchexports.pipeline.run import ExportResult, ExportRun
 from tests import contract
 from tests.conftest import prefix_for, s3_destination
 

@@ -17,11 +17,11 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from batchexports.destinations.errors import NonRetryableError, RetryableError
+from batchexports.core.errors import NonRetryableError, RetryableError
+from batchexports.core.run import Cancelled, CancelToken
 from batchexports.destinations.testing import run_step
 from batchexports.events.duckdb_store import EVENTS_SCHEMA
 from batchexports.pipeline.export import export
-from batchexports.pipeline.run import Cancelled, CancelToken
 from tests.exports_fixtures import HOUR, T0, expected_rows, file_run, known_events, store_with
 
 fakesnow = pytest.importorskip("fakesnow")

@@ -93,7 +93,7 @@ class BackgroundWorker:
 
         async def main() -> None:
             self._stop = asyncio.Event()
-            client = await self._temporal._shared_client()
+            client = await self._temporal.shared_client()
             await run_worker(client, self._stop, ready, self._identity, self._dead_identity)
 
         self._done = self._temporal.engine_loop().submit(main())

@@ -11,7 +11,8 @@ from drf_spectacular.views import SpectacularAPIView
 
 from batchexports import health
 from batchexports.api_fallback import EndpointNotFound
-from batchexports.events import capture, flags, remote_config
+from batchexports.capture import flags, remote_config
+from batchexports.capture import views as capture
 
 urlpatterns = [
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="openapi-schema"),

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from batchexports.destinations.errors import DestinationError
+from batchexports.core.errors import DestinationError
 from batchexports.destinations.testing import DestinationCheckFailed, TestStep
 
 if TYPE_CHECKING:
@@ -42,8 +42,8 @@ def _store(config: Mapping[str, Any]) -> Iterator[AzureBlobObjectStore]:
 
 def probe_blob_key(config: Mapping[str, Any], now: dt.datetime | None = None) -> str:
     """Where the write step puts its blob: under the prefix as a run ending `now` renders it."""
+    from batchexports.core.run import ExportRun
     from batchexports.pipeline import keys
-    from batchexports.pipeline.run import ExportRun
 
     moment = now or dt.datetime.now(dt.UTC)
     run = ExportRun("test", 0, "events", "AzureBlob", {}, None, moment)

@@ -31,7 +31,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobServiceClient, ContentSettings, ExponentialRetry
 
-from batchexports.destinations.errors import DestinationError, NonRetryableError, RetryableError
+from batchexports.core.errors import DestinationError, NonRetryableError, RetryableError
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient, ContainerClient

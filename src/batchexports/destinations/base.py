@@ -19,7 +19,7 @@ from batchexports.destinations.testing import TestStep
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from batchexports.pipeline.run import CancelToken, ExportRun, ProgressCallback
+    from batchexports.core.run import CancelToken, ExportRun, ProgressCallback
 
 ALL_MODELS: frozenset[str] = frozenset({"events", "persons", "sessions"})
 

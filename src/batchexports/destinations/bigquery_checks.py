@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from batchexports.destinations.errors import DestinationError
+from batchexports.core.errors import DestinationError
 from batchexports.destinations.testing import DestinationCheckFailed, TestStep
 
 

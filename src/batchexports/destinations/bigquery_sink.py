@@ -39,12 +39,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from batchexports.core import watchdog
+from batchexports.core.errors import DestinationError, NonRetryableError, RetryableError, classified_by
+from batchexports.core.model_rules import MERGE_KEYS, VERSION_COLUMNS
+from batchexports.core.run import CancelToken, ExportRun, Progress, ProgressCallback
 from batchexports.destinations import staging
 from batchexports.destinations.base import SinkResult
-from batchexports.destinations.errors import DestinationError, NonRetryableError, RetryableError, classified_by
 from batchexports.destinations.testing import scrub
-from batchexports.pipeline import watchdog
-from batchexports.pipeline.run import CancelToken, ExportRun, Progress, ProgressCallback
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ JOB_TIMEOUT = 3600.0
 REQUEST_TIMEOUT = (10.0, 300.0)  # (connect, read) seconds of one REST call; uploads send 100 MB+
 SECRET_FIELDS = ("private_key", "private_key_id")
 
-MERGE_KEYS, VERSION_COLUMNS = staging.MERGE_KEYS, staging.VERSION_COLUMNS
+
 PARTITION_COLUMN = {"events": "timestamp"}
 
 

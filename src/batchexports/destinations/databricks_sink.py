@@ -43,12 +43,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from batchexports.core import watchdog
+from batchexports.core.errors import DestinationError, NonRetryableError, RetryableError, classified_by
+from batchexports.core.model_rules import MERGE_KEYS, VERSION_COLUMNS
+from batchexports.core.run import CancelToken, ExportRun, Progress, ProgressCallback
 from batchexports.destinations import staging
 from batchexports.destinations.base import SinkResult
-from batchexports.destinations.errors import DestinationError, NonRetryableError, RetryableError, classified_by
 from batchexports.destinations.testing import scrub
-from batchexports.pipeline import watchdog
-from batchexports.pipeline.run import CancelToken, ExportRun, Progress, ProgressCallback
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,6 @@ TOKEN_TIMEOUT = 30.0
 SOCKET_TIMEOUT = 900.0
 REMOTE_PATIENCE = 3600.0  # the no-progress limit while the warehouse loads and merges
 SECRET_FIELDS = ("client_id", "client_secret")
-
-MERGE_KEYS, VERSION_COLUMNS = staging.MERGE_KEYS, staging.VERSION_COLUMNS
 
 
 def quote(name: str) -> str:

@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterable
 
 import pyarrow as pa
 
+from batchexports.core.run import CancelToken, ExportRun, ProgressCallback
 from batchexports.destinations.base import SinkResult
 from batchexports.destinations.object_store import ObjectStore
 from batchexports.pipeline.files import FileSettings, export_files
-from batchexports.pipeline.run import CancelToken, ExportRun, ProgressCallback
 
 
 class FileSink:

@@ -29,10 +29,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from batchexports.core.errors import NonRetryableError, RetryableError
+from batchexports.core.run import CancelToken, ExportRun, Progress, ProgressCallback
 from batchexports.destinations.base import SinkResult
-from batchexports.destinations.errors import NonRetryableError, RetryableError
 from batchexports.destinations.testing import scrub
-from batchexports.pipeline.run import CancelToken, ExportRun, Progress, ProgressCallback
 
 logger = logging.getLogger(__name__)
 

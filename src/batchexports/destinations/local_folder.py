@@ -18,7 +18,7 @@ import re
 import uuid
 from pathlib import Path
 
-from batchexports.destinations.errors import NonRetryableError
+from batchexports.core.errors import NonRetryableError
 
 logger = logging.getLogger(__name__)
 

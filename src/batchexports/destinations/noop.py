@@ -19,7 +19,7 @@ from batchexports.destinations.registry import register
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from batchexports.pipeline.run import CancelToken, ExportRun, ProgressCallback
+    from batchexports.core.run import CancelToken, ExportRun, ProgressCallback
 
 
 @extend_schema_serializer(component_name="NoOpDestinationConfig")

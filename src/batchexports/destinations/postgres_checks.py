@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from batchexports.destinations.errors import DestinationError
+from batchexports.core.errors import DestinationError
 from batchexports.destinations.testing import DestinationCheckFailed, TestStep
 
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "DELETE")

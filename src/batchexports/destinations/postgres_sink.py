@@ -75,11 +75,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchexports.core import watchdog
+from batchexports.core.errors import DestinationError, NonRetryableError, RetryableError
+from batchexports.core.model_rules import JSON_COLUMNS, MODEL_RULES, ModelRules
+from batchexports.core.run import CancelToken, ExportRun, Progress, ProgressCallback
 from batchexports.destinations.base import SinkResult
-from batchexports.destinations.errors import DestinationError, NonRetryableError, RetryableError
-from batchexports.pipeline import watchdog
-from batchexports.pipeline.run import CancelToken, ExportRun, Progress, ProgressCallback
-from batchexports.pipeline.writers import JSON_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -114,21 +114,6 @@ def literal(value: str) -> str:
 
 # -- models -----------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class ModelRules:
-    """How rows of a model are identified and which columns tell a newer version of a row."""
-
-    keys: tuple[str, ...]
-    versions: tuple[str, ...]
-    upsert: bool  # update rows in place (persons, sessions) rather than delete and insert (events)
-
-
-MODEL_RULES = {
-    "events": ModelRules(("uuid",), (), upsert=False),
-    "persons": ModelRules(("team_id", "distinct_id"), ("person_version", "person_distinct_id_version"), upsert=True),
-    "sessions": ModelRules(("team_id", "session_id"), ("_inserted_at", "end_timestamp"), upsert=True),
-}
 
 # PostHog's events table for PostgreSQL batch exports, plus the person and insertion columns.
 # `elements` holds the elements chain as a JSON string, `ip` is `properties.$ip`, `site_url` is

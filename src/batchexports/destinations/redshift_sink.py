@@ -38,7 +38,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batchexports.destinations.errors import DestinationError, NonRetryableError
+from batchexports.core import watchdog
+from batchexports.core.errors import DestinationError, NonRetryableError
+from batchexports.core.run import CancelToken, Progress, ProgressCallback
 from batchexports.destinations.postgres_sink import (
     STATEMENT_TIMEOUT_S,
     LoadPlan,
@@ -52,8 +54,7 @@ from batchexports.destinations.postgres_sink import (
     literal,
     scrub,
 )
-from batchexports.pipeline import keys, watchdog
-from batchexports.pipeline.run import CancelToken, Progress, ProgressCallback
+from batchexports.pipeline import keys
 
 logger = logging.getLogger(__name__)
 

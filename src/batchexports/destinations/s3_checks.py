@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from batchexports.destinations.errors import DestinationError
+from batchexports.core.errors import DestinationError
 from batchexports.destinations.testing import DestinationCheckFailed, TestStep
 
 TEST_PAYLOAD = b"batchexports destination test\n"
@@ -30,8 +30,8 @@ def _store(config: Mapping[str, Any]) -> Any:
 
 def probe_key(config: Mapping[str, Any], now: dt.datetime | None = None) -> str:
     """`{prefix}/.batchexports-test-<uuid>`, the prefix rendered as a run ending `now` would render it."""
+    from batchexports.core.run import ExportRun
     from batchexports.pipeline import keys
-    from batchexports.pipeline.run import ExportRun
 
     end = now or dt.datetime.now(dt.UTC)
     run = ExportRun(

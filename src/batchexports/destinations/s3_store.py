@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from batchexports.destinations.errors import DestinationError, NonRetryableError, RetryableError
+from batchexports.core.errors import DestinationError, NonRetryableError, RetryableError
 
 logger = logging.getLogger(__name__)
 

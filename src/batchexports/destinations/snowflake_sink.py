@@ -43,13 +43,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from batchexports.core import watchdog
+from batchexports.core.errors import DestinationError, NonRetryableError, RetryableError, classified_by
+from batchexports.core.model_rules import JSON_COLUMNS, MERGE_KEYS, VERSION_COLUMNS
+from batchexports.core.run import CancelToken, ExportRun, Progress, ProgressCallback
 from batchexports.destinations import staging
 from batchexports.destinations.base import SinkResult
-from batchexports.destinations.errors import DestinationError, NonRetryableError, RetryableError, classified_by
 from batchexports.destinations.testing import scrub
-from batchexports.pipeline import watchdog
-from batchexports.pipeline.run import CancelToken, ExportRun, Progress, ProgressCallback
-from batchexports.pipeline.writers import JSON_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ SOCKET_TIMEOUT = 120  # one read on the connector's socket
 REMOTE_PATIENCE = 3600.0  # the no-progress limit while Snowflake loads and merges
 SECRET_FIELDS = ("user", "password", "private_key", "private_key_passphrase")
 
-MERGE_KEYS, VERSION_COLUMNS = staging.MERGE_KEYS, staging.VERSION_COLUMNS
+
 _VARIANT_TYPES = ("VARIANT", "OBJECT", "ARRAY")
 _PLAIN_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 

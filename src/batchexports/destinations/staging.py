@@ -14,22 +14,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from batchexports.pipeline.run import CancelToken, Progress, ProgressCallback
-from batchexports.pipeline.writers import JSON_COLUMNS, ParquetWriter
+from batchexports.core.model_rules import JSON_COLUMNS
+from batchexports.core.run import CancelToken, Progress, ProgressCallback
+from batchexports.pipeline.writers import ParquetWriter
 
 DEFAULT_PART_BYTES = 128 * 1024 * 1024
-
-# The row a model's row replaces in the destination, and which columns say that it is newer.
-MERGE_KEYS: dict[str, tuple[str, ...]] = {
-    "events": ("uuid",),
-    "persons": ("team_id", "distinct_id"),
-    "sessions": ("team_id", "session_id"),
-}
-VERSION_COLUMNS: dict[str, tuple[str, ...]] = {
-    "events": (),
-    "persons": ("person_version", "person_distinct_id_version"),
-    "sessions": ("_inserted_at",),
-}
 
 
 def is_json(field: pa.Field) -> bool:

@@ -22,7 +22,9 @@ from django.utils import timezone
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from batchexports.destinations.errors import NonRetryableError
+from batchexports.core.errors import NonRetryableError
+from batchexports.core.intervals import split_offset
+from batchexports.core.run import Cancelled, CancelToken, ExportRun, Progress
 from batchexports.engine import bookkeeping, retry_window
 from batchexports.engine.inputs import (
     BackfillInput,
@@ -35,10 +37,8 @@ from batchexports.engine.inputs import (
 )
 from batchexports.events.store import get_store
 from batchexports.exports.backfills import calendar_for
-from batchexports.exports.intervals import split_offset
 from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportRun
 from batchexports.pipeline.export import export, model_query
-from batchexports.pipeline.run import Cancelled, CancelToken, ExportRun, Progress
 
 logger = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from batchexports.core.intervals import IntervalCalendar
     from batchexports.engine import activities
     from batchexports.engine.config import TASK_QUEUE
     from batchexports.engine.inputs import BackfillInput, FinishBackfillInput, RunInput
     from batchexports.engine.run_workflow import RunWorkflow, cancel_requested
-    from batchexports.exports.intervals import IntervalCalendar
 
 CONTINUE_AS_NEW_EVERY = 250
 # After an interval that ends in the future is over, a moment for the writes committing at its end.

@@ -13,8 +13,8 @@ from django.db import close_old_connections, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from batchexports.core.intervals import nominal_length
 from batchexports.exports.backfills import calendar_for
-from batchexports.exports.intervals import nominal_length
 from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportLogEntry, BatchExportRun
 
 logger = logging.getLogger(__name__)

@@ -80,7 +80,8 @@ async def connect() -> Client:
     return await Client.connect(address(), namespace=settings.namespace, tls=tls, api_key=settings.api_key)
 
 
-async def _shared_client() -> Client:
+async def shared_client() -> Client:
+    """The process's client, connected on first use; call it on the engine's loop."""
     global _client
     if _client is None:
         _client = await connect()
@@ -89,7 +90,7 @@ async def _shared_client() -> Client:
 
 def client() -> Client:
     """The process's client, connected on first use (from any thread but the loop's own)."""
-    return engine_loop().call(_shared_client())
+    return engine_loop().call(shared_client())
 
 
 def call(coroutine: Coroutine[Any, Any, T], timeout: float = CALL_TIMEOUT) -> T:

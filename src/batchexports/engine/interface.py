@@ -19,10 +19,6 @@ if TYPE_CHECKING:
     from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportRun
 
 
-class EngineError(Exception):
-    """The engine could not do what it was asked; the message is safe to show to the user."""
-
-
 class Engine(Protocol):
     def sync_batch_export(self, batch_export: BatchExport, created: bool) -> None:
         """Create or update the schedule of `batch_export` to match its row."""

@@ -28,9 +28,9 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from batchexports.core.intervals import FIXED_INTERVALS, split_offset
 from batchexports.engine.config import TASK_QUEUE
 from batchexports.engine.inputs import RunInput
-from batchexports.exports.intervals import FIXED_INTERVALS, split_offset
 
 JITTER = {
     "every 5 minutes": dt.timedelta(seconds=30),

@@ -39,7 +39,7 @@ def _run(what: str, coroutine: Coroutine[Any, Any, Any]) -> bool:
 
 
 async def _with_client(action: Any, *args: Any) -> Any:
-    return await action(await temporal._shared_client(), *args)
+    return await action(await temporal.shared_client(), *args)
 
 
 async def start_backfill_workflow(client: Any, backfill_id: str) -> None:

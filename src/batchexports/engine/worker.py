@@ -46,8 +46,9 @@ def max_concurrent_activities() -> int:
 
 
 def build_worker(
-    client: Client, executor: ThreadPoolExecutor, identity: str | None = None, grace: float | None = None
+    client: Client, executor: ThreadPoolExecutor, slots: int, identity: str | None = None, grace: float | None = None
 ) -> Worker:
+    """A worker running at most `slots` activities at once, in `executor` (which has that many threads)."""
     return Worker(
         client,
         task_queue=TASK_QUEUE,
@@ -55,7 +56,7 @@ def build_worker(
         activities=ACTIVITIES,
         activity_executor=executor,
         workflow_runner=workflow_runner(),
-        max_concurrent_activities=executor._max_workers,
+        max_concurrent_activities=slots,
         graceful_shutdown_timeout=timedelta(seconds=shutdown_grace() if grace is None else grace),
         sticky_queue_schedule_to_start_timeout=STICKY_SCHEDULE_TO_START,
         identity=identity,
@@ -74,8 +75,9 @@ async def run_worker(
     await reconcile(client)
     if dead_identity:
         await take_over(client, TASK_QUEUE, dead_identity)
-    with ThreadPoolExecutor(max_workers=max_concurrent_activities(), thread_name_prefix="activity") as executor:
-        worker = build_worker(client, executor, identity)
+    slots = max_concurrent_activities()
+    with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="activity") as executor:
+        worker = build_worker(client, executor, slots, identity)
         async with worker:
             logger.info("worker polling task queue %r", TASK_QUEUE)
             if ready is not None:

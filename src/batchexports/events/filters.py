@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,7 +145,3 @@ def condition(f: PropertyFilter, dialect: SQLDialect, model: str = "events") -> 
         return f"({dialect.try_timestamp(subject)} {sign} {dialect.timestamp(_date(values[0], 'filter'))})"
     present = dialect.json_has(column, f.key) if column is not None else f"({subject} IS NOT NULL)"
     return present if op == "is_set" else f"(NOT {present})"
-
-
-def where_clause(filters: Sequence[PropertyFilter], dialect: SQLDialect, model: str = "events") -> str:
-    return " AND ".join(condition(f, dialect, model) for f in filters)

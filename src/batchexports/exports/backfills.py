@@ -13,8 +13,8 @@ from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
 
 from batchexports.accounts.models import Project
+from batchexports.core.intervals import FIXED_INTERVALS, IntervalCalendar, nominal_length, split_offset
 from batchexports.engine.interface import get_engine
-from batchexports.exports.intervals import FIXED_INTERVALS, IntervalCalendar, nominal_length, split_offset
 from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportRun
 
 # The runs PostHog counts as finished for a backfill's progress: a cancelled or terminated run

@@ -11,10 +11,10 @@ from typing import Any
 from django.db import models
 
 from batchexports.accounts.models import Project
+from batchexports.core.intervals import INTERVALS
 from batchexports.destinations import registry
 from batchexports.destinations.base import deep_merge, split_secrets
 from batchexports.exports import encryption
-from batchexports.exports.intervals import INTERVALS
 
 
 class BatchExportDestination(models.Model):

@@ -15,13 +15,13 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from batchexports.core.intervals import INTERVALS, split_offset
 from batchexports.destinations import registry
 from batchexports.destinations.base import deep_merge, split_secrets
 from batchexports.engine.interface import get_engine
 from batchexports.events import filters as property_filters
 from batchexports.events import hogql
 from batchexports.exports import backfills
-from batchexports.exports.intervals import INTERVALS, split_offset
 from batchexports.exports.models import (
     BatchExport,
     BatchExportBackfill,

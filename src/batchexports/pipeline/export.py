@@ -12,19 +12,19 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
+from batchexports.core import watchdog
+from batchexports.core.errors import NonRetryableError
+from batchexports.core.run import CancelToken, ExportResult, ExportRun, ProgressCallback
 from batchexports.destinations import registry
-from batchexports.destinations.errors import NonRetryableError
 from batchexports.events.filters import InvalidFilters, parse_filters
 from batchexports.events.hogql import InvalidHogQL, parse_query
 from batchexports.events.store import DEFAULT_BATCH_ROWS, EventsStore, ModelQuery, get_store
-from batchexports.pipeline import watchdog
-from batchexports.pipeline.run import CancelToken, ExportResult, ExportRun, ProgressCallback
 
 
 def model_query(run: ExportRun, batch_rows: int = DEFAULT_BATCH_ROWS) -> ModelQuery:
     config = run.destination_config
-    include = run.include_events or tuple(config.get("include_events") or ())
-    exclude = run.exclude_events or tuple(config.get("exclude_events") or ())
+    include = tuple(config.get("include_events") or ())
+    exclude = tuple(config.get("exclude_events") or ())
     hogql = None
     try:
         if run.hogql_query and run.model == "events":

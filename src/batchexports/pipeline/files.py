@@ -18,9 +18,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from batchexports.core.run import CancelToken, ExportRun, Progress, ProgressCallback
 from batchexports.destinations.object_store import ObjectStore, ObjectWriter
 from batchexports.pipeline import keys, leftovers
-from batchexports.pipeline.run import CancelToken, ExportRun, Progress, ProgressCallback
 from batchexports.pipeline.writers import FormatWriter, open_writer
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import string
 
-from batchexports.pipeline.run import ExportRun
+from batchexports.core.run import ExportRun
 
 TEMPLATE_FIELDS = frozenset(
     {"year", "month", "day", "hour", "minute", "second", "table", "data_interval_start", "data_interval_end"}

@@ -16,10 +16,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from batchexports.core.model_rules import JSON_COLUMNS
 from batchexports.pipeline.formats import FILE_FORMATS
 
-# Columns whose strings are JSON documents, per model; JSONLines nests them as objects.
-JSON_COLUMNS = frozenset({"properties", "person_properties", "set", "set_once"})
 PARQUET_ROW_GROUP_BYTES = 32 * 1024 * 1024
 ISO = "%Y-%m-%dT%H:%M:%S.%fZ"
 

@@ -21,8 +21,8 @@ from typing import Any
 from rest_framework import serializers
 from rest_framework.fields import empty
 
+from batchexports.core.intervals import INTERVALS
 from batchexports.destinations.base import DestinationSpec
-from batchexports.exports.intervals import INTERVALS
 from batchexports.exports.models import BatchExport
 
 CONFIG_PREFIX = "config."
@@ -341,7 +341,7 @@ def export_initial(batch_export: BatchExport | None, data: Mapping[str, Any] | N
             "filters": "",
             "paused": False,  # type: ignore[dict-item]
         }
-    from batchexports.exports.intervals import split_offset
+    from batchexports.core.intervals import split_offset
 
     day, hour = split_offset(batch_export.interval_offset)
     iso = lambda value: value.isoformat().replace("+00:00", "Z") if value else ""  # noqa: E731

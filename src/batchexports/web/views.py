@@ -28,11 +28,10 @@ from rest_framework import serializers
 
 from batchexports.accounts.access import resolve_project
 from batchexports.accounts.models import Project, User
+from batchexports.core.intervals import FIXED_INTERVALS, nominal_length
 from batchexports.destinations import registry
 from batchexports.destinations.base import DestinationSpec, deep_merge
-from batchexports.engine.interface import EngineError
 from batchexports.exports import backfills as backfill_rules
-from batchexports.exports.intervals import FIXED_INTERVALS, nominal_length
 from batchexports.exports.log_entries import query_log_entries
 from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportRun
 from batchexports.exports.serializers import BatchExportSerializer
@@ -223,12 +222,7 @@ def _save_form(
                 errors.add(config_errors, config_names, EXPORT_FIELDS)
     if errors:
         return None, errors
-    try:
-        saved = serializer.save()
-    except EngineError as error:
-        messages.warning(request, f"Saved, but the engine could not update the schedule: {error}")
-        saved = serializer.instance
-    return saved, errors
+    return serializer.save(), errors
 
 
 def _form_context(

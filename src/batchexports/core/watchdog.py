@@ -31,8 +31,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
-from batchexports.destinations.errors import RetryableError
-from batchexports.pipeline.run import CancelToken, Progress, ProgressCallback
+from batchexports.core.errors import RetryableError
+from batchexports.core.run import CancelToken, Progress, ProgressCallback
 
 logger = logging.getLogger(__name__)
 

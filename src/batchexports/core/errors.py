@@ -32,7 +32,7 @@ class NonRetryableError(DestinationError):
 def classified_by(classify: Callable[..., DestinationError], *context: Any) -> Iterator[None]:
     """Raise whatever a client library raises inside as `classify(error, *context)`; our own errors
     and cancellation pass through unchanged."""
-    from batchexports.pipeline.run import Cancelled
+    from batchexports.core.run import Cancelled
 
     try:
         yield

@@ -19,7 +19,7 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.csrf import csrf_exempt
 
 from batchexports.accounts.models import Project
-from batchexports.events.sdk_http import error, project_for_token, with_cors
+from batchexports.capture.sdk_http import error, project_for_token, with_cors
 
 SUPPORTED_COMPRESSION = ["gzip", "gzip-js"]
 ANALYTICS_ENDPOINT = "/i/v0/e/"

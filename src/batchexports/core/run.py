@@ -23,8 +23,6 @@ class ExportRun:
     data_interval_start: dt.datetime | None
     data_interval_end: dt.datetime
     run_id: str | None = None
-    include_events: tuple[str, ...] = ()
-    exclude_events: tuple[str, ...] = ()
     hogql_query: str | None = None  # a custom schema of the events model
     filters: tuple[Mapping[str, Any], ...] = ()  # property filters, as the API stores them
 

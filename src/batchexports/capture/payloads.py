@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from batchexports.events import lz64
+from batchexports.capture import lz64
 
 
 class BadPayload(ValueError):

@@ -26,9 +26,9 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from batchexports.events.payloads import BadPayload, PayloadTooLarge, decode_body
-from batchexports.events.remote_config import flags_config, minimal_config
-from batchexports.events.sdk_http import (
+from batchexports.capture.payloads import BadPayload, PayloadTooLarge, decode_body
+from batchexports.capture.remote_config import flags_config, minimal_config
+from batchexports.capture.sdk_http import (
     INVALID_TOKEN_DETAIL,
     MISSING_TOKEN_DETAIL,
     error,
