@@ -9,8 +9,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from batchexports.accounts.models import Organization, OrganizationMembership, PersonalAPIKey, Project, User
-from batchexports.engine.interface import get_engine
-from batchexports.engine.recording import RecordingEngine
+from batchexports.exports.engine_port import get_engine
+from batchexports.exports.recording_engine import RecordingEngine
 from tests import contract
 
 PREFIXES = ("organizations", "projects", "environments")

@@ -12,4 +12,4 @@ from batchexports.settings import *  # noqa: F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # API tests witness what the API asks of the engine; the engine tests switch to the Temporal one.
-BATCHEXPORTS_ENGINE = "batchexports.engine.recording.RecordingEngine"
+BATCHEXPORTS_ENGINE = "batchexports.exports.recording_engine.RecordingEngine"

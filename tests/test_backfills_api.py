@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from batchexports.engine.recording import EngineCall, RecordingEngine
 from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportRun
+from batchexports.exports.recording_engine import EngineCall, RecordingEngine
 from tests.conftest import export_payload, walk
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)

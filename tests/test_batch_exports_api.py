@@ -493,6 +493,23 @@ def test_unpause_with_backfill_backfills_from_the_pause(api, prefix, engine):
     assert calls(engine) == [("unpause", export_id, {"backfill_from": paused_at})]
 
 
+def test_unpause_with_backfill_records_a_backfill_of_the_missed_hours(api, prefix, engine):
+    """The API (exports/services.py) writes the backfill row, then hands it to the engine."""
+    from batchexports.exports.models import BatchExportBackfill
+
+    export_id = create(api, prefix)["id"]
+    api.post(f"{prefix}{export_id}/pause/")
+    paused_at = datetime.now(UTC).replace(minute=30, second=0, microsecond=0) - timedelta(hours=3)
+    BatchExport.objects.filter(id=export_id).update(last_paused_at=paused_at)
+    engine.clear()
+    assert api.post(f"{prefix}{export_id}/unpause/", {"backfill": True}, format="json").status_code == 200
+    (backfill,) = BatchExportBackfill.objects.filter(batch_export_id=export_id)
+    assert backfill.start_at == paused_at.replace(minute=0)
+    assert backfill.end_at == datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    assert [name for name, *_ in calls(engine)] == ["unpause", "start_backfill"]
+    assert calls(engine)[1][1] == str(backfill.id)
+
+
 def test_unpausing_an_unpaused_export_does_not_call_the_engine(api, prefix, engine):
     export_id = create(api, prefix)["id"]
     engine.clear()

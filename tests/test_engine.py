@@ -20,6 +20,7 @@ from batchexports.engine import schedules
 from batchexports.engine.reconcile import reconcile
 from batchexports.engine.server import EmbeddedTemporalServer
 from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportLogEntry, BatchExportRun
+from batchexports.exports.run_book import DjangoRunBook
 from batchexports.service import BackgroundWorker
 from tests.conftest import prefix_for
 from tests.exports_fixtures import decode_rows, expected_rows, exported_rows, known_events
@@ -377,7 +378,7 @@ def test_reconcile_heals_schedules_and_starts_pending_backfills(api, project, en
     pending = BatchExportBackfill.objects.create(
         team_id=project.id, batch_export_id=export_id, start_at=past_hours(2), end_at=past_hours(1), total_runs=1
     )
-    report = temporal.call(reconcile(client))
+    report = temporal.call(reconcile(client, DjangoRunBook()))
     assert report.backfills_started == 1
     ids = temporal.call(schedules.existing_ids(client))
     assert export_id in ids and deleted not in ids

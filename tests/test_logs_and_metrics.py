@@ -14,8 +14,8 @@ import pytest
 from django.utils import timezone
 
 from batchexports.accounts.models import Project
-from batchexports.engine.recording import RecordingEngine
 from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportLogEntry, BatchExportRun
+from batchexports.exports.recording_engine import RecordingEngine
 from tests.conftest import export_payload, prefix_for
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)

@@ -1,6 +1,6 @@
 """Specification of the run book: every execution of an interval is a run row of its own.
 
-These call the bookkeeping the engine's activities call (in the worker, against the metadata
+These call the run book the engine's activities call (in the worker, against the metadata
 database), without Temporal: recording a run is idempotent per Temporal workflow run, the
 export pauses itself after ten failed scheduled executions in a row, and a backfill that ends
 reports what its runs exported.
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from batchexports.engine import bookkeeping
+from batchexports.exports import run_book
 from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportLogEntry, BatchExportRun
 from tests.conftest import export_payload, prefix_for
 
@@ -29,9 +29,9 @@ def export(api: Any, project: Any, engine: Any) -> BatchExport:
 
 
 def test_each_execution_of_an_interval_is_a_row_of_its_own(export: BatchExport) -> None:
-    first = bookkeeping.start_run(export, T0, T0 + HOUR, None, "sched-1", "run-a")
-    bookkeeping.finish_run(first, "Completed", None, records=7, bytes_exported=70)
-    second = bookkeeping.start_run(export, T0, T0 + HOUR, None, "retry-1", "run-b")
+    first = run_book.start_run(export, T0, T0 + HOUR, None, "sched-1", "run-a")
+    run_book.finish_run(first, "Completed", None, records=7, bytes_exported=70)
+    second = run_book.start_run(export, T0, T0 + HOUR, None, "retry-1", "run-b")
     assert second.id != first.id
     assert (second.status, second.records_completed, second.finished_at) == ("Starting", None, None)
     first.refresh_from_db()
@@ -42,24 +42,24 @@ def test_each_execution_of_an_interval_is_a_row_of_its_own(export: BatchExport) 
 
 def test_recording_a_run_is_idempotent_per_workflow_run(export: BatchExport) -> None:
     """An activity retried after its commit (its worker died before reporting) finds its row."""
-    first = bookkeeping.start_run(export, T0, T0 + HOUR, None, "sched-1", "run-a")
-    again = bookkeeping.start_run(export, T0, T0 + HOUR, None, "sched-1", "run-a")
+    first = run_book.start_run(export, T0, T0 + HOUR, None, "sched-1", "run-a")
+    again = run_book.start_run(export, T0, T0 + HOUR, None, "sched-1", "run-a")
     assert again.id == first.id
     assert BatchExportRun.objects.count() == 1
     assert BatchExportLogEntry.objects.filter(run_id=first.id, message__startswith="Run starting").count() == 1
     # The same workflow id run again by Temporal (a new workflow run) is a new execution.
-    rerun = bookkeeping.start_run(export, T0, T0 + HOUR, None, "sched-1", "run-b")
+    rerun = run_book.start_run(export, T0, T0 + HOUR, None, "sched-1", "run-b")
     assert rerun.id != first.id and BatchExportRun.objects.count() == 2
 
 
 def start(export: BatchExport, hour: int, backfill_id: str | None, workflow_id: str) -> BatchExportRun:
     start_at = T0 + hour * HOUR
-    return bookkeeping.start_run(export, start_at, start_at + HOUR, backfill_id, workflow_id, "r")
+    return run_book.start_run(export, start_at, start_at + HOUR, backfill_id, workflow_id, "r")
 
 
 def scheduled(export: BatchExport, hour: int, status: str, backfill: BatchExportBackfill | None = None) -> None:
     run = start(export, hour, backfill and str(backfill.id), f"w-{BatchExportRun.objects.count()}")
-    bookkeeping.finish_run(run, status, None if status == "Completed" else "AccessDenied")
+    run_book.finish_run(run, status, None if status == "Completed" else "AccessDenied")
 
 
 def paused(export: BatchExport) -> bool:
@@ -100,10 +100,10 @@ def test_a_backfill_that_ends_reports_what_its_runs_exported(export: BatchExport
     )
     for hour, (status, records) in enumerate([("Completed", 10), ("Completed", 25), ("Failed", None)]):
         run = start(export, hour, str(backfill.id), f"b-{hour}")
-        bookkeeping.finish_run(run, status, None, records=records, bytes_exported=records and 1)
-    other = bookkeeping.start_run(export, T0, T0 + HOUR, None, "sched", "r")
-    bookkeeping.finish_run(other, "Completed", None, records=99, bytes_exported=1)
-    bookkeeping.finish_backfill(str(backfill.id), "Completed")
+        run_book.finish_run(run, status, None, records=records, bytes_exported=records and 1)
+    other = run_book.start_run(export, T0, T0 + HOUR, None, "sched", "r")
+    run_book.finish_run(other, "Completed", None, records=99, bytes_exported=1)
+    run_book.finish_backfill(str(backfill.id), "Completed")
     backfill.refresh_from_db()
     # Its third run failed, so it ends Failed (never plain Completed), with what its runs did export.
     assert (backfill.status, backfill.total_records_count) == ("Failed", 35)

@@ -826,8 +826,8 @@ def export_stored(batch_export_id: str, store: DuckDBEventsStore, start: dt.date
     schedule is left out, and the module's events belong to team TEAM, so the run reads that team."""
     import dataclasses
 
-    from batchexports.engine.activities import _export_run
     from batchexports.exports.models import BatchExport, BatchExportRun
+    from batchexports.exports.run_book import DjangoRunBook
 
     run = BatchExportRun.objects.create(
         batch_export=BatchExport.objects.get(id=batch_export_id),
@@ -835,7 +835,7 @@ def export_stored(batch_export_id: str, store: DuckDBEventsStore, start: dt.date
         data_interval_start=start,
         data_interval_end=start + HOUR,
     )
-    return export(dataclasses.replace(_export_run(run), team_id=TEAM), store)
+    return export(dataclasses.replace(DjangoRunBook().load_run(str(run.id)), team_id=TEAM), store)
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ from django.utils import timezone
 from batchexports.accounts.models import Project, User
 from batchexports.events.demo import DemoTraffic
 from batchexports.events.store import get_store
-from batchexports.exports.backfills import calendar_for, create_backfill
-from batchexports.exports.models import BatchExport, BatchExportDestination
+from batchexports.exports.backfills import calendar_for
+from batchexports.exports.models import BatchExport
+from batchexports.exports.services import create_backfill, create_export
 
 DEMO_EVENTS = 20_000
 DEMO_DAYS = 2
@@ -21,17 +22,17 @@ DEMO_DAYS = 2
 def load_demo(project: Project, user: User, say: Callable[[str], None]) -> BatchExport:
     store = get_store()
     written = sum(store.import_table(project.id, table) for table in DemoTraffic(DEMO_EVENTS, DEMO_DAYS, 0).batches())
-    destination = BatchExportDestination(type="File")
-    destination.set_full_config(
-        {"path": "demo", "prefix": "{table}/{year}-{month}-{day}", "file_format": "Parquet", "compression": "zstd"}
-    )
-    destination.save()
-    batch_export = BatchExport.objects.create(
-        team=project, name="Demo: hourly events to a local folder", destination=destination, interval="hour"
-    )
-    from batchexports.engine.interface import get_engine
-
-    get_engine().sync_batch_export(batch_export, created=True)
+    batch_export = create_export(
+        project.id,
+        {"name": "Demo: hourly events to a local folder", "interval": "hour"},
+        {
+            "type": "File",
+            "config": {
+                "path": "demo", "prefix": "{table}/{year}-{month}-{day}", "file_format": "Parquet",
+                "compression": "zstd",
+            },
+        },
+    )  # fmt: skip
     calendar = calendar_for(batch_export)
     end = calendar.floor(timezone.now())
     backfill = create_backfill(batch_export, end - dt.timedelta(days=DEMO_DAYS), end)

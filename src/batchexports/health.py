@@ -10,7 +10,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
 from batchexports import __version__
-from batchexports.engine.interface import get_engine
+from batchexports.exports.engine_port import get_engine
 
 
 def _database() -> dict[str, object]:

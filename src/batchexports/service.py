@@ -73,6 +73,17 @@ def start_embedded_temporal() -> Any | None:
     return server
 
 
+def wire_activities() -> Any:
+    """The composition of the engine's activities: Django's run book and the configured events store."""
+    from django.conf import settings
+
+    from batchexports.engine.activities import Activities
+    from batchexports.events.store import get_store
+    from batchexports.exports.run_book import DjangoRunBook
+
+    return Activities(DjangoRunBook(), get_store, lambda: settings.BATCHEXPORTS_RETRY_WINDOW_SECONDS)
+
+
 class BackgroundWorker:
     """The worker on the engine loop thread, stoppable from the main thread."""
 
@@ -91,10 +102,12 @@ class BackgroundWorker:
 
         ready = threading.Event()
 
+        activities = wire_activities()
+
         async def main() -> None:
             self._stop = asyncio.Event()
             client = await self._temporal.shared_client()
-            await run_worker(client, self._stop, ready, self._identity, self._dead_identity)
+            await run_worker(client, activities, self._stop, ready, self._identity, self._dead_identity)
 
         self._done = self._temporal.engine_loop().submit(main())
         deadline = time.monotonic() + ready_timeout
@@ -104,6 +117,10 @@ class BackgroundWorker:
                 raise RuntimeError("the worker stopped before it started polling")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the worker did not start polling within {ready_timeout:.0f} s")
+        from batchexports.engine import leftovers
+
+        # Reconciled and polling: remove what runs interrupted before this start left, in the background.
+        leftovers.start_sweep()
 
     def request_stop(self) -> None:
         """Stop polling now; running activities get the grace period (Temporal's shutdown)."""

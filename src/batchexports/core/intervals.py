@@ -98,3 +98,13 @@ class IntervalCalendar:
 
     def count(self, start: datetime, end: datetime) -> int:
         return sum(1 for _ in self.intervals(start, end))
+
+
+MIN_RUN_TIMEOUT = timedelta(minutes=30)
+MAX_RUN_TIMEOUT = timedelta(hours=24)
+
+
+def run_timeout(interval: str) -> timedelta:
+    """How long one attempt of a run may take: twice the interval, within [30 min, 24 h] (a day's
+    export may legitimately take hours). Also the age past which a run's leftovers are nobody's."""
+    return min(max(2 * nominal_length(interval), MIN_RUN_TIMEOUT), MAX_RUN_TIMEOUT)

@@ -1,8 +1,11 @@
-"""Activities: all the I/O of runs and backfills (database, events store, destinations).
+"""Activities: all the I/O of runs and backfills (metadata database, events store, destinations).
 
-Synchronous (Django's ORM, DuckDB and the sinks are), so the worker runs them in a thread pool.
-A destination's NonRetryableError fails the activity at once; anything else is retried by
-Temporal with backoff, the run showing FailedRetryable meanwhile.
+They are methods of `Activities`, built in the composition root with a `RunBook` (the metadata
+database, Django's in `exports/run_book.py`) and the events store: the engine itself never
+imports Django. Synchronous (the ORM, DuckDB and the sinks are), so the worker runs them in a
+thread pool. A destination's NonRetryableError fails the activity at once; anything else is
+retried by Temporal with backoff, the run showing FailedRetryable meanwhile. Activity names are
+those of the functions they once were, so histories in flight still replay.
 """
 
 from __future__ import annotations
@@ -10,106 +13,37 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
-import functools
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
 
-from django.conf import settings
-from django.db import connection
-from django.utils import timezone
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from batchexports.core.errors import NonRetryableError
-from batchexports.core.intervals import split_offset
 from batchexports.core.run import Cancelled, CancelToken, ExportRun, Progress
-from batchexports.engine import bookkeeping, retry_window
+from batchexports.engine import retry_window, schedules
 from batchexports.engine.inputs import (
     BackfillInput,
     BackfillPlan,
     ExportOutcome,
     FinishBackfillInput,
     FinishRunInput,
+    FinishRunResult,
     RunInput,
     StartedRun,
 )
-from batchexports.events.store import get_store
-from batchexports.exports.backfills import calendar_for
-from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportRun
+from batchexports.engine.run_book import RunBook, RunStart
+from batchexports.events.store import EventsStore
 from batchexports.pipeline.export import export, model_query
 
 logger = logging.getLogger(__name__)
 
 NON_RETRYABLE = "NonRetryableError"
-T = TypeVar("T")
 # How often export_run heartbeats from its own thread, whatever the pipeline is doing; a fifth of
 # the run workflow's heartbeat timeout (10 s), so a slow query or a stall of a few seconds never
 # looks like a dead worker, while a worker that died is noticed and its export retried within it.
 HEARTBEAT_EVERY = 2.0
-
-
-def _own_connection(function: Callable[..., T]) -> Callable[..., T]:
-    """Activities run in pool threads: start from a live connection and close it when done, so that no
-    idle connection per worker thread outlives the activity (PostgreSQL counts them)."""
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        bookkeeping.fresh_connection()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            connection.close()
-
-    return wrapper
-
-
-def _parse(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value)
-
-
-@activity.defn
-@_own_connection
-def start_run(data: RunInput) -> StartedRun | None:
-    batch_export = BatchExport.objects.filter(id=data.batch_export_id, deleted=False).first()
-    if batch_export is None:
-        logger.info("batch export %s is gone: nothing to run", data.batch_export_id)
-        return None
-    if data.data_interval_end is not None:
-        end = _parse(data.data_interval_end)
-        start = _parse(data.data_interval_start) if data.data_interval_start else None
-        if start is None:
-            start, end = bookkeeping.interval_ending_at(batch_export, end)
-    else:
-        fired_for = _parse(data.scheduled_at) if data.scheduled_at else timezone.now()
-        start, end = bookkeeping.interval_ending_at(batch_export, fired_for)
-    info = activity.info()
-    # Always set here: these activities run only inside workflows (the SDK types them optional for standalone ones).
-    workflow_id = info.workflow_id or ""
-    run = bookkeeping.start_run(batch_export, start, end, data.backfill_id, workflow_id, info.workflow_run_id)
-    timeout = bookkeeping.run_timeout(batch_export.interval)
-    return StartedRun(
-        str(run.id), start.isoformat(), end.isoformat(), int(timeout.total_seconds()),
-        retry_window_seconds=settings.BATCHEXPORTS_RETRY_WINDOW_SECONDS,
-    )  # fmt: skip
-
-
-def _export_run(run: BatchExportRun) -> ExportRun:
-    batch_export = run.batch_export
-    destination = batch_export.destination
-    return ExportRun(
-        batch_export_id=str(batch_export.id),
-        team_id=batch_export.team_id,
-        model=batch_export.model,
-        destination_type=destination.type,
-        destination_config=destination.full_config(),
-        data_interval_start=run.data_interval_start,
-        data_interval_end=run.data_interval_end,
-        run_id=str(run.id),
-        hogql_query=batch_export.hogql_query or None,
-        filters=tuple(batch_export.filters or ()),
-    )
 
 
 class _Heartbeater:
@@ -146,152 +80,141 @@ class _Heartbeater:
             self._thread.join(timeout=15)
 
 
-@activity.defn
-@_own_connection
-def export_run(run_id: str) -> ExportOutcome:
-    run = BatchExportRun.objects.select_related("batch_export__destination").get(id=run_id)
-    attempt = activity.info().attempt
-    bookkeeping.mark_running(run, attempt)
-    token = CancelToken()
-    heartbeater = _Heartbeater(token)
+def _parse(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value)
 
-    def on_progress(progress: Progress) -> None:
-        heartbeater.records = progress.records_completed
-        heartbeater.beat()
 
-    try:
-        with heartbeater:
-            result = export(_export_run(run), get_store(), progress=on_progress, cancel=token)
-    except (Cancelled, CancelledError):
-        # Temporal recognises a cancelled activity only by its own CancelledError (its thread
-        # raiser may also throw one into this thread): anything else would end the run Failed, and
-        # a backfill waiting on that run would not see its cancellation and go on.
-        raise CancelledError("the run was cancelled") from None
-    except NonRetryableError as error:
-        raise ApplicationError(str(error), type=NON_RETRYABLE, non_retryable=True) from None
-    except Exception as error:
-        message = str(error) if getattr(error, "retryable", False) else f"{type(error).__name__}: {error}"
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Activities:
+    """The activities of the run and backfill workflows, over one run book and one events store."""
+
+    def __init__(
+        self, run_book: RunBook, store: Callable[[], EventsStore], retry_window_seconds: Callable[[], int]
+    ) -> None:
+        # Callables, read at each use: the store is opened lazily and the window is a live setting.
+        self.run_book = run_book
+        self.store = store
+        self.retry_window_seconds = retry_window_seconds
+
+    def all(self) -> list[Callable[..., object]]:
+        return [
+            self.start_run, self.export_run, self.finish_run, self.pause_schedule,
+            self.start_backfill, self.finish_backfill,
+        ]  # fmt: skip
+
+    @activity.defn(name="start_run")
+    def start_run(self, data: RunInput) -> StartedRun | None:
         info = activity.info()
-        # The workflow's schedule-to-close timeout is at least one attempt long; the window is the setting.
-        window = (
-            dt.timedelta(seconds=settings.BATCHEXPORTS_RETRY_WINDOW_SECONDS) if info.schedule_to_close_timeout else None
-        )
-        upcoming = retry_window.after_failure(attempt, timezone.now(), info.scheduled_time, window)
-        if upcoming.at is None:
-            # No attempt follows: say so rather than "retrying", and fail the run with the reason.
-            span = f"the retry window of {retry_window.describe(window)}" if window else f"{attempt} attempts"
-            message = f"{message} (gave up after {attempt} attempts: {span} is over)"
-            raise ApplicationError(message, type=NON_RETRYABLE, non_retryable=True) from None
-        bookkeeping.mark_retrying(run, message, attempt, upcoming.at, upcoming.window_ends)
-        raise ApplicationError(message, type=type(error).__name__) from None
-    bookkeeping.record_progress(run_id, result.records_completed, result.bytes_exported)
-    return ExportOutcome(
-        result.records_completed, result.bytes_exported, result.records_total_count, list(result.files)
-    )
-
-
-@activity.defn
-@_own_connection
-def finish_run(data: FinishRunInput) -> None:
-    if data.run_id is None:
-        # Cancelled while start_run ran: the row it may have written for this workflow run is still Starting.
-        info = activity.info()
-        BatchExportRun.objects.filter(
-            workflow_id=info.workflow_id,
+        request = RunStart(
+            batch_export_id=data.batch_export_id,
+            data_interval_start=_parse(data.data_interval_start) if data.data_interval_start else None,
+            data_interval_end=_parse(data.data_interval_end) if data.data_interval_end else None,
+            fired_for=_parse(data.scheduled_at) if data.scheduled_at else _now(),
+            backfill_id=data.backfill_id,
+            # Always set: these activities run only inside workflows (the SDK types it optional).
+            workflow_id=info.workflow_id or "",
             workflow_run_id=info.workflow_run_id,
-            status__in=BatchExportRun.ACTIVE_STATUSES,
-        ).update(status=data.status, finished_at=timezone.now(), last_updated_at=timezone.now())
-        return
-    run = BatchExportRun.objects.select_related("batch_export").get(id=data.run_id)
-    outcome = data.outcome
-    bookkeeping.finish_run(
-        run,
-        data.status,
-        data.error,
-        records=outcome.records_completed if outcome else None,
-        bytes_exported=outcome.bytes_exported if outcome else None,
-        total=outcome.records_total_count if outcome else None,
-        files=outcome.files if outcome else None,
-    )
-    if data.status == BatchExportRun.Status.FAILED and run.batch_export.paused:
-        from batchexports.engine.temporal_engine import pause_schedule_now
+        )
+        with self.run_book.session():
+            row = self.run_book.start_run(request)
+        if row is None:
+            logger.info("batch export %s is gone: nothing to run", data.batch_export_id)
+            return None
+        return StartedRun(
+            row.run_id, row.data_interval_start.isoformat(), row.data_interval_end.isoformat(),
+            int(row.timeout.total_seconds()), retry_window_seconds=self.retry_window_seconds(),
+        )  # fmt: skip
 
-        pause_schedule_now(str(run.batch_export_id))
+    @activity.defn(name="export_run")
+    def export_run(self, run_id: str) -> ExportOutcome:
+        with self.run_book.session():
+            return self._export(run_id)
 
+    def _export(self, run_id: str) -> ExportOutcome:
+        run = self.run_book.load_run(run_id)
+        attempt = activity.info().attempt
+        self.run_book.mark_running(run_id, attempt)
+        token = CancelToken()
+        heartbeater = _Heartbeater(token)
 
-def _estimate_records(batch_export: BatchExport, start: dt.datetime, end: dt.datetime) -> int | None:
-    """The source's count of the rows of [start, end): the backfill's `total_records_count` until it ends."""
-    destination = batch_export.destination
-    whole_range = ExportRun(
-        batch_export_id=str(batch_export.id),
-        team_id=batch_export.team_id,
-        model=batch_export.model,
-        destination_type=destination.type,
-        destination_config=destination.full_config(),
-        data_interval_start=start,
-        data_interval_end=end,
-        hogql_query=batch_export.hogql_query or None,
-        filters=tuple(batch_export.filters or ()),
-    )
-    try:
-        return get_store().count(model_query(whole_range))
-    except Exception as error:  # only an estimate: the backfill goes on without one
-        logger.warning("backfill estimate of %s failed: %s: %s", batch_export.id, type(error).__name__, error)
-        return None
+        def on_progress(progress: Progress) -> None:
+            heartbeater.records = progress.records_completed
+            heartbeater.beat()
 
+        try:
+            with heartbeater:
+                result = export(run, self.store(), progress=on_progress, cancel=token)
+        except (Cancelled, CancelledError):
+            # Temporal recognises a cancelled activity only by its own CancelledError (its thread
+            # raiser may also throw one into this thread): anything else would end the run Failed, and
+            # a backfill waiting on that run would not see its cancellation and go on.
+            raise CancelledError("the run was cancelled") from None
+        except NonRetryableError as error:
+            raise ApplicationError(str(error), type=NON_RETRYABLE, non_retryable=True) from None
+        except Exception as error:
+            message = str(error) if getattr(error, "retryable", False) else f"{type(error).__name__}: {error}"
+            info = activity.info()
+            # The workflow's schedule-to-close timeout is at least one attempt long; the window is the setting.
+            window = dt.timedelta(seconds=self.retry_window_seconds()) if info.schedule_to_close_timeout else None
+            upcoming = retry_window.after_failure(attempt, _now(), info.scheduled_time, window)
+            if upcoming.at is None:
+                # No attempt follows: say so rather than "retrying", and fail the run with the reason.
+                span = f"the retry window of {retry_window.describe(window)}" if window else f"{attempt} attempts"
+                message = f"{message} (gave up after {attempt} attempts: {span} is over)"
+                raise ApplicationError(message, type=NON_RETRYABLE, non_retryable=True) from None
+            self.run_book.mark_retrying(run_id, message, attempt, upcoming.at, upcoming.window_ends)
+            raise ApplicationError(message, type=type(error).__name__) from None
+        self.run_book.record_progress(run_id, result.records_completed, result.bytes_exported)
+        return ExportOutcome(
+            result.records_completed, result.bytes_exported, result.records_total_count, list(result.files)
+        )
 
-@activity.defn
-@_own_connection
-def start_backfill(data: BackfillInput) -> BackfillPlan | None:
-    """Fix the backfill's range (clamped to the earliest data), estimate its records, mark it Running."""
-    backfill = BatchExportBackfill.objects.select_related("batch_export__destination").get(id=data.backfill_id)
-    if backfill.status not in BatchExportBackfill.ACTIVE_STATUSES:
-        return None
-    batch_export = backfill.batch_export
-    calendar = calendar_for(batch_export)
-    end = backfill.end_at or calendar.floor(timezone.now())
-    start = backfill.start_at
-    earliest = get_store().earliest(batch_export.model, batch_export.team_id)
-    if earliest is None or earliest >= end:
-        start = None
-    elif start is None or start < earliest:
-        start = max(calendar.floor(earliest), calendar.floor(start) if start else calendar.floor(earliest))
-    total = calendar.count(start, end) if start is not None else 0
-    backfill.status = BatchExportBackfill.Status.RUNNING
-    backfill.total_runs = total
-    fields = ["status", "total_runs", "last_updated_at"]
-    if data.done == 0:  # a continue-as-new keeps what the first start found
-        backfill.adjusted_start_at = start if start is not None and start != backfill.start_at else None
-        backfill.total_records_count = _estimate_records(batch_export, start, end) if start is not None else 0
-        fields += ["adjusted_start_at", "total_records_count"]
-    backfill.save(update_fields=fields)
-    if data.done == 0:
-        span = f"{start.isoformat()} to {end.isoformat()}" if start else "nothing (no data before the end)"
-        moved = ""
-        if backfill.adjusted_start_at:
-            moved = f" (moved to the earliest data from {_iso_or_open(backfill.start_at)})"
-        bookkeeping.log(batch_export, "INFO", f"Backfill started: {total} interval(s) from {span}{moved}")
-    offset_day, offset_hour = split_offset(batch_export.interval_offset)
-    return BackfillPlan(
-        batch_export_id=str(batch_export.id),
-        interval=batch_export.interval,
-        timezone=batch_export.timezone or "UTC",
-        offset_day=offset_day or 0,
-        offset_hour=offset_hour or 0,
-        start=start.isoformat() if start else None,
-        end=end.isoformat(),
-        total=total,
-    )
+    @activity.defn(name="finish_run")
+    def finish_run(self, data: FinishRunInput) -> FinishRunResult:
+        info = activity.info()
+        with self.run_book.session():
+            paused = self.run_book.finish_run(data, info.workflow_id or "", info.workflow_run_id)
+        return FinishRunResult(pause_schedule=paused)
 
+    @activity.defn(name="pause_schedule")
+    async def pause_schedule(self, batch_export_id: str) -> None:
+        """The run workflow's step after a run that made its export pause (repeated failures)."""
+        await schedules.pause(activity.client(), batch_export_id, note="paused after repeated failures")
 
-def _iso_or_open(moment: dt.datetime | None) -> str:
-    return moment.isoformat() if moment else "an open start"
+    def _estimate(self, whole_range: ExportRun) -> int | None:
+        """The source's count of the rows of a backfill's range: its `total_records_count` until it ends."""
+        try:
+            return self.store().count(model_query(whole_range))
+        except Exception as error:  # only an estimate: the backfill goes on without one
+            logger.warning(
+                "backfill estimate of %s failed: %s: %s", whole_range.batch_export_id, type(error).__name__, error
+            )
+            return None
 
+    @activity.defn(name="start_backfill")
+    def start_backfill(self, data: BackfillInput) -> BackfillPlan | None:
+        """Fix the backfill's range (clamped to the earliest data), estimate its records, mark it Running."""
+        with self.run_book.session():
+            started = self.run_book.start_backfill(
+                data.backfill_id, data.done == 0, lambda model, team: self.store().earliest(model, team), self._estimate
+            )
+        if started is None:
+            return None
+        return BackfillPlan(
+            batch_export_id=started.batch_export_id,
+            interval=started.interval,
+            timezone=started.timezone,
+            offset_day=started.offset_day,
+            offset_hour=started.offset_hour,
+            start=started.start.isoformat() if started.start else None,
+            end=started.end.isoformat(),
+            total=started.total,
+        )
 
-@activity.defn
-@_own_connection
-def finish_backfill(data: FinishBackfillInput) -> None:
-    bookkeeping.finish_backfill(data.backfill_id, data.status)
-
-
-ACTIVITIES = [start_run, export_run, finish_run, start_backfill, finish_backfill]
+    @activity.defn(name="finish_backfill")
+    def finish_backfill(self, data: FinishBackfillInput) -> None:
+        with self.run_book.session():
+            self.run_book.finish_backfill(data.backfill_id, data.status)

@@ -19,7 +19,7 @@ from temporalio.exceptions import CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from batchexports.core.intervals import IntervalCalendar
-    from batchexports.engine import activities
+    from batchexports.engine.activities import Activities
     from batchexports.engine.config import TASK_QUEUE
     from batchexports.engine.inputs import BackfillInput, FinishBackfillInput, RunInput
     from batchexports.engine.run_workflow import RunWorkflow, cancel_requested
@@ -37,8 +37,8 @@ def backfill_workflow_id(backfill_id: str) -> str:
 class BackfillWorkflow:
     @workflow.run
     async def run(self, data: BackfillInput) -> str:
-        plan = await workflow.execute_activity(
-            activities.start_backfill,
+        plan = await workflow.execute_activity_method(
+            Activities.start_backfill,
             data,
             # It asks the events store for the earliest row of the model: longer than a row write.
             start_to_close_timeout=timedelta(seconds=60),
@@ -81,8 +81,8 @@ class BackfillWorkflow:
         except (asyncio.CancelledError, CancelledError):
             await asyncio.shield(
                 asyncio.ensure_future(
-                    workflow.execute_activity(
-                        activities.finish_backfill,
+                    workflow.execute_activity_method(
+                        Activities.finish_backfill,
                         FinishBackfillInput(data.backfill_id, "Cancelled"),
                         start_to_close_timeout=timedelta(seconds=15),
                         retry_policy=RetryPolicy(
@@ -94,8 +94,8 @@ class BackfillWorkflow:
                 )
             )
             raise
-        await workflow.execute_activity(
-            activities.finish_backfill,
+        await workflow.execute_activity_method(
+            Activities.finish_backfill,
             FinishBackfillInput(data.backfill_id, "Completed"),
             start_to_close_timeout=timedelta(seconds=15),
             retry_policy=RetryPolicy(

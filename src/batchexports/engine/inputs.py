@@ -66,3 +66,9 @@ class BackfillPlan:
 class FinishBackfillInput:
     backfill_id: str
     status: str
+
+
+@dataclass
+class FinishRunResult:
+    # The run made its export pause (repeated failures): the workflow then pauses the schedule.
+    pause_schedule: bool = False

@@ -16,7 +16,7 @@ from typing import Any
 
 from django.db import connection
 
-from batchexports.engine.bookkeeping import run_timeout
+from batchexports.core.intervals import run_timeout
 from batchexports.exports.models import BatchExport
 from batchexports.pipeline.leftovers import sweep_files
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from temporalio.client import Client
 
-from batchexports.engine import leftovers, schedules
+from batchexports.engine import schedules
+from batchexports.engine.run_book import RunBook
 from batchexports.engine.temporal_engine import start_backfill_workflow
-from batchexports.exports.models import BatchExport, BatchExportBackfill
 
 logger = logging.getLogger(__name__)
 
@@ -27,20 +27,14 @@ class ReconcileReport:
     backfills_started: int
 
 
-def _load() -> tuple[list[schedules.ScheduleSource], set[str], list[str]]:
-    live = [schedules.ScheduleSource.of(be) for be in BatchExport.objects.filter(deleted=False)]
-    deleted = {str(i) for i in BatchExport.objects.filter(deleted=True).values_list("id", flat=True)}
-    pending = [
-        str(i)
-        for i in BatchExportBackfill.objects.filter(status__in=BatchExportBackfill.ACTIVE_STATUSES).values_list(
-            "id", flat=True
-        )
-    ]
-    return live, deleted, pending
+def _state(run_book: RunBook) -> tuple[list[schedules.ScheduleSource], set[str], list[str]]:
+    with run_book.session():
+        state = run_book.engine_state()
+    return state.live, state.deleted_ids, state.active_backfill_ids
 
 
-async def reconcile(client: Client) -> ReconcileReport:
-    live, deleted, pending = await asyncio.to_thread(_load)
+async def reconcile(client: Client, run_book: RunBook) -> ReconcileReport:
+    live, deleted, pending = await asyncio.to_thread(_state, run_book)
     for source in live:
         await schedules.upsert(client, source)
     existing = await schedules.existing_ids(client)
@@ -50,7 +44,6 @@ async def reconcile(client: Client) -> ReconcileReport:
         await schedules.delete(client, schedule_id)
     for backfill_id in pending:
         await start_backfill_workflow(client, backfill_id)
-    leftovers.start_sweep()  # issue 12 item 3 (wt-leftovers): remove what interrupted runs left, in the background
     report = ReconcileReport(len(live), len(stale), len(pending))
     logger.info("reconcile: %s", report)
     return report

@@ -1,7 +1,8 @@
 """RunWorkflow: one run of one batch export for one data interval.
 
 start_run (row Starting) -> export_run (Running; the pipeline, heartbeating; retried with
-backoff on transient errors) -> finish_run (Completed, Failed with the reason, or Cancelled).
+backoff on transient errors) -> finish_run (Completed, Failed with the reason, or Cancelled)
+-> pause_schedule, when that run made its export pause after repeated failures.
 A failed run ends the workflow normally, so that a backfill goes on with its next interval.
 """
 
@@ -17,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from batchexports.engine import activities, retry_window
+    from batchexports.engine.activities import Activities
     from batchexports.engine.inputs import FinishRunInput, RunInput
 
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
@@ -47,6 +49,7 @@ def _reason(error: BaseException) -> str:
 class RunWorkflow:
     @workflow.run
     async def run(self, data: RunInput) -> str:
+        self._batch_export_id = data.batch_export_id
         if data.data_interval_end is None and data.scheduled_at is None:
             fired_for = workflow.info().typed_search_attributes.get(SCHEDULED_START)
             if fired_for is not None:
@@ -56,8 +59,8 @@ class RunWorkflow:
         # Shielded: cancelled while start_run creates the run's row, the workflow waits for it (else
         # the row could be written after the finish below and stay Starting), then cancels that row.
         starting = asyncio.ensure_future(
-            workflow.execute_activity(
-                activities.start_run,
+            workflow.execute_activity_method(
+                Activities.start_run,
                 data,
                 start_to_close_timeout=timedelta(seconds=15),
                 retry_policy=RetryPolicy(
@@ -76,8 +79,8 @@ class RunWorkflow:
         try:
             window = timedelta(seconds=started.retry_window_seconds)
             run_limit = timedelta(seconds=started.timeout_seconds)
-            outcome = await workflow.execute_activity(
-                activities.export_run,
+            outcome = await workflow.execute_activity_method(
+                Activities.export_run,
                 started.run_id,
                 start_to_close_timeout=run_limit,
                 # Retried with capped backoff until the retry window is over (the activity then says
@@ -101,13 +104,12 @@ class RunWorkflow:
         await self._finish(FinishRunInput(started.run_id, "Completed", outcome=outcome))
         return "Completed"
 
-    @staticmethod
-    async def _finish(data: FinishRunInput) -> None:
+    async def _finish(self, data: FinishRunInput) -> None:
         # Shielded: the run's row must be finished even while the workflow is being cancelled.
-        await asyncio.shield(
+        finished = await asyncio.shield(
             asyncio.ensure_future(
-                workflow.execute_activity(
-                    activities.finish_run,
+                workflow.execute_activity_method(
+                    Activities.finish_run,
                     data,
                     start_to_close_timeout=timedelta(seconds=15),
                     retry_policy=RetryPolicy(
@@ -118,3 +120,11 @@ class RunWorkflow:
                 )
             )
         )
+        # Histories written before finish_run answered have None here: no pause step, as then.
+        if finished is not None and finished.pause_schedule:
+            await workflow.execute_activity_method(
+                Activities.pause_schedule,
+                self._batch_export_id,
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10),
+            )

@@ -9,7 +9,6 @@ moving their data intervals: a run reads the nominal scheduled time, not the act
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 
 from temporalio.client import (
     Client,
@@ -31,6 +30,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from batchexports.core.intervals import FIXED_INTERVALS, split_offset
 from batchexports.engine.config import TASK_QUEUE
 from batchexports.engine.inputs import RunInput
+from batchexports.engine.run_book import ScheduleSource
 
 JITTER = {
     "every 5 minutes": dt.timedelta(seconds=30),
@@ -39,33 +39,6 @@ JITTER = {
     "day": dt.timedelta(minutes=10),
     "week": dt.timedelta(minutes=30),
 }
-
-
-@dataclass(frozen=True)
-class ScheduleSource:
-    """The fields of a batch export that shape its schedule."""
-
-    id: str
-    interval: str
-    timezone: str
-    interval_offset: int | None
-    start_at: dt.datetime | None
-    end_at: dt.datetime | None
-    paused: bool
-    name: str
-
-    @classmethod
-    def of(cls, batch_export: object) -> ScheduleSource:
-        return cls(
-            id=str(batch_export.id),  # type: ignore[attr-defined]
-            interval=batch_export.interval,  # type: ignore[attr-defined]
-            timezone=batch_export.timezone or "UTC",  # type: ignore[attr-defined]
-            interval_offset=batch_export.interval_offset,  # type: ignore[attr-defined]
-            start_at=batch_export.start_at,  # type: ignore[attr-defined]
-            end_at=batch_export.end_at,  # type: ignore[attr-defined]
-            paused=batch_export.paused,  # type: ignore[attr-defined]
-            name=batch_export.name,  # type: ignore[attr-defined]
-        )
 
 
 def schedule_spec(source: ScheduleSource) -> ScheduleSpec:

@@ -1,8 +1,9 @@
-"""The Temporal implementation of the engine seam the API calls.
+"""The Temporal implementation of the engine seam the API calls (`exports/engine_port.py`).
 
 The database write has already happened when the API calls the engine; if Temporal cannot be
 reached, the call is logged and the reconcile step (at worker start) repairs schedules and
-starts pending backfills, so the API never fails because the scheduler was briefly away.
+starts pending backfills, so the API never fails because the scheduler was briefly away. It
+reads the API's rows through the structural protocols below and never imports Django.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ import contextlib
 import logging
 from collections.abc import Coroutine
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from django.utils import timezone
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -23,9 +23,18 @@ from batchexports.engine import schedules
 from batchexports.engine.backfill_workflow import BackfillWorkflow, backfill_workflow_id
 from batchexports.engine.config import TASK_QUEUE
 from batchexports.engine.inputs import BackfillInput
-from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportRun
+from batchexports.engine.run_book import ExportRow, schedule_source
 
 logger = logging.getLogger(__name__)
+
+
+class HasId(Protocol):
+    id: Any
+
+
+class RunRow(Protocol):
+    id: Any
+    workflow_id: str | None
 
 
 def _run(what: str, coroutine: Coroutine[Any, Any, Any]) -> bool:
@@ -65,33 +74,27 @@ def pause_schedule_now(batch_export_id: str) -> None:
 
 
 class TemporalEngine:
-    def sync_batch_export(self, batch_export: BatchExport, created: bool) -> None:
-        source = schedules.ScheduleSource.of(batch_export)
+    def sync_batch_export(self, batch_export: ExportRow, created: bool) -> None:
+        source = schedule_source(batch_export)
         _run(f"sync schedule {source.id}", _with_client(schedules.upsert, source))
 
-    def pause(self, batch_export: BatchExport) -> None:
+    def pause(self, batch_export: HasId) -> None:
         pause_schedule_now(str(batch_export.id))
 
-    def unpause(self, batch_export: BatchExport, backfill_from: datetime | None) -> None:
+    def unpause(self, batch_export: HasId, backfill_from: datetime | None) -> None:
+        # The backfill of the missed intervals is the API's (exports/services.py): a row, then start_backfill.
         _run(f"unpause schedule {batch_export.id}", _with_client(schedules.unpause, str(batch_export.id)))
-        if backfill_from is not None:
-            from batchexports.exports.backfills import calendar_for, create_backfill
 
-            calendar = calendar_for(batch_export)
-            start, end = calendar.floor(backfill_from), calendar.floor(timezone.now())
-            if start < end:
-                create_backfill(batch_export, start, end)
-
-    def delete(self, batch_export: BatchExport) -> None:
+    def delete(self, batch_export: HasId) -> None:
         _run(f"delete schedule {batch_export.id}", _with_client(schedules.delete, str(batch_export.id)))
 
-    def start_backfill(self, backfill: BatchExportBackfill) -> None:
+    def start_backfill(self, backfill: HasId) -> None:
         _run(f"start backfill {backfill.id}", _with_client(start_backfill_workflow, str(backfill.id)))
 
-    def cancel_backfill(self, backfill: BatchExportBackfill) -> None:
+    def cancel_backfill(self, backfill: HasId) -> None:
         _run(f"cancel backfill {backfill.id}", _with_client(_cancel, backfill_workflow_id(str(backfill.id))))
 
-    def cancel_run(self, run: BatchExportRun) -> None:
+    def cancel_run(self, run: RunRow) -> None:
         if run.workflow_id:
             _run(f"cancel run {run.id}", _with_client(_cancel, run.workflow_id))
 

@@ -19,7 +19,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from batchexports.engine.activities import ACTIVITIES
+from batchexports.engine.activities import Activities
 from batchexports.engine.backfill_workflow import BackfillWorkflow
 from batchexports.engine.config import TASK_QUEUE, shutdown_grace
 from batchexports.engine.reconcile import reconcile
@@ -46,14 +46,19 @@ def max_concurrent_activities() -> int:
 
 
 def build_worker(
-    client: Client, executor: ThreadPoolExecutor, slots: int, identity: str | None = None, grace: float | None = None
+    client: Client,
+    activities: Activities,
+    executor: ThreadPoolExecutor,
+    slots: int,
+    identity: str | None = None,
+    grace: float | None = None,
 ) -> Worker:
     """A worker running at most `slots` activities at once, in `executor` (which has that many threads)."""
     return Worker(
         client,
         task_queue=TASK_QUEUE,
         workflows=[RunWorkflow, BackfillWorkflow],
-        activities=ACTIVITIES,
+        activities=activities.all(),
         activity_executor=executor,
         workflow_runner=workflow_runner(),
         max_concurrent_activities=slots,
@@ -65,6 +70,7 @@ def build_worker(
 
 async def run_worker(
     client: Client,
+    activities: Activities,
     stop: asyncio.Event,
     ready: threading.Event | None = None,
     identity: str | None = None,
@@ -72,12 +78,12 @@ async def run_worker(
 ) -> None:
     """Reconcile, take over what `dead_identity` (a worker known to be dead) left started, then work
     until `stop` is set; `ready` is set once the worker polls."""
-    await reconcile(client)
+    await reconcile(client, activities.run_book)
     if dead_identity:
         await take_over(client, TASK_QUEUE, dead_identity)
     slots = max_concurrent_activities()
     with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="activity") as executor:
-        worker = build_worker(client, executor, slots, identity)
+        worker = build_worker(client, activities, executor, slots, identity)
         async with worker:
             logger.info("worker polling task queue %r", TASK_QUEUE)
             if ready is not None:

@@ -6,15 +6,12 @@ import datetime as dt
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
 
-from batchexports.accounts.models import Project
 from batchexports.core.intervals import FIXED_INTERVALS, IntervalCalendar, nominal_length, split_offset
-from batchexports.engine.interface import get_engine
 from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportRun
 
 # The runs PostHog counts as finished for a backfill's progress: a cancelled or terminated run
@@ -145,36 +142,6 @@ def check_concurrency(project_id: int) -> None:
             f"This project already has {active} batch export backfill(s) running (at most {limit} at once). "
             "Wait for some to finish or cancel them before creating more."
         )
-
-
-def create_backfill(
-    batch_export: BatchExport,
-    start_at: dt.datetime | None,
-    end_at: dt.datetime | None,
-    limit_concurrency: bool = False,
-) -> BatchExportBackfill:
-    """Record a backfill and hand it to the engine.
-
-    `limit_concurrency`: the API's backfill routes apply the per-project limit; a run's retry and
-    the backfill of an unpause do not, as in PostHog.
-    """
-    total = None
-    if start_at is not None:
-        total = calendar_for(batch_export).count(start_at, end_at or timezone.now())
-    with transaction.atomic():
-        if limit_concurrency:
-            Project.objects.select_for_update().filter(id=batch_export.team_id).first()
-            check_concurrency(batch_export.team_id)
-        backfill = BatchExportBackfill.objects.create(
-            team_id=batch_export.team_id,
-            batch_export=batch_export,
-            start_at=start_at,
-            end_at=end_at,
-            status=BatchExportBackfill.Status.STARTING,
-            total_runs=total,
-        )
-    get_engine().start_backfill(backfill)
-    return backfill
 
 
 def progress(backfill: BatchExportBackfill) -> dict[str, Any] | None:

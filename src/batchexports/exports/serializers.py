@@ -10,18 +10,15 @@ import zoneinfo
 from functools import cache
 from typing import Any
 
-from django.db import transaction
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from batchexports.core.intervals import INTERVALS, split_offset
 from batchexports.destinations import registry
 from batchexports.destinations.base import deep_merge, split_secrets
-from batchexports.engine.interface import get_engine
 from batchexports.events import filters as property_filters
 from batchexports.events import hogql
-from batchexports.exports import backfills
+from batchexports.exports import backfills, services
 from batchexports.exports.models import (
     BatchExport,
     BatchExportBackfill,
@@ -405,37 +402,12 @@ class BatchExportSerializer(serializers.ModelSerializer):
     def create(self, validated_data: dict[str, Any]) -> BatchExport:
         destination_data = validated_data.pop("destination")
         team_id = validated_data.pop("team_id", None) or self.context["default_project_id"]
-        if validated_data.get("paused"):
-            validated_data["last_paused_at"] = timezone.now()
-        with transaction.atomic():
-            destination = BatchExportDestination(type=destination_data["type"])
-            destination.set_full_config(destination_data["config"])
-            destination.save()
-            batch_export = BatchExport.objects.create(team_id=team_id, destination=destination, **validated_data)
-        get_engine().sync_batch_export(batch_export, created=True)
-        return batch_export
+        return services.create_export(team_id, validated_data, destination_data)
 
     def update(self, instance: BatchExport, validated_data: dict[str, Any]) -> BatchExport:
         destination_data = validated_data.pop("destination", None)
         validated_data.pop("team_id", None)
-        was_paused = instance.paused
-        with transaction.atomic():
-            if destination_data is not None:
-                instance.destination.set_full_config(destination_data["config"])
-                instance.destination.save()
-            for name, value in validated_data.items():
-                setattr(instance, name, value)
-            if instance.paused and not was_paused:
-                instance.last_paused_at = timezone.now()
-            instance.save()
-        engine = get_engine()
-        engine.sync_batch_export(instance, created=False)
-        if instance.paused != was_paused:
-            if instance.paused:
-                engine.pause(instance)
-            else:
-                engine.unpause(instance, backfill_from=None)
-        return instance
+        return services.update_export(instance, validated_data, destination_data)
 
 
 class UnpauseRequestSerializer(serializers.Serializer):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db import transaction
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -21,8 +20,7 @@ from rest_framework.response import Response
 
 from batchexports.destinations import registry, testing
 from batchexports.destinations.base import deep_merge
-from batchexports.engine.interface import get_engine
-from batchexports.exports import backfills
+from batchexports.exports import services
 from batchexports.exports.backfills import BackfillRequestSerializer
 from batchexports.exports.log_entries import query_log_entries
 from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportRun
@@ -99,19 +97,12 @@ class BatchExportViewSet(ScopedViewMixin, viewsets.ModelViewSet):
         serializer.save()
 
     def perform_destroy(self, instance: BatchExport) -> None:
-        instance.deleted = True
-        instance.save(update_fields=["deleted", "last_updated_at"])
-        get_engine().delete(instance)
+        services.delete(instance)
 
     @extend_schema(request=None, responses={200: OpenApiResponse(description='`{"paused": true}`')})
     @action(methods=["POST"], detail=True)
     def pause(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        batch_export = self.get_object()
-        if not batch_export.paused:
-            batch_export.paused = True
-            batch_export.last_paused_at = timezone.now()
-            batch_export.save(update_fields=["paused", "last_paused_at", "last_updated_at"])
-            get_engine().pause(batch_export)
+        services.pause(self.get_object())
         return Response({"paused": True})
 
     @extend_schema(
@@ -122,11 +113,7 @@ class BatchExportViewSet(ScopedViewMixin, viewsets.ModelViewSet):
         batch_export = self.get_object()
         body = UnpauseRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        if batch_export.paused:
-            batch_export.paused = False
-            batch_export.save(update_fields=["paused", "last_updated_at"])
-            backfill_from = batch_export.last_paused_at if body.validated_data["backfill"] else None
-            get_engine().unpause(batch_export, backfill_from=backfill_from)
+        services.unpause(batch_export, backfill=body.validated_data["backfill"])
         return Response({"paused": False})
 
     @extend_schema(
@@ -202,7 +189,7 @@ def _secrets_of(spec: Any, config: dict[str, Any]) -> dict[str, Any]:
 def _create_backfill(batch_export: BatchExport, request: Request) -> BatchExportBackfill:
     body = BackfillRequestSerializer(data=request.data, context={"batch_export": batch_export})
     body.is_valid(raise_exception=True)
-    return backfills.create_backfill(
+    return services.create_backfill(
         batch_export, body.validated_data["start_at"], body.validated_data["end_at"], limit_concurrency=True
     )
 
@@ -261,7 +248,7 @@ class BatchExportRunViewSet(NestedInBatchExportMixin, viewsets.ReadOnlyModelView
         run = self.get_object()
         if run.data_interval_start is None:
             raise ValidationError("This run has no data interval start, so its interval cannot be re-run.")
-        backfill = backfills.create_backfill(run.batch_export, run.data_interval_start, run.data_interval_end)
+        backfill = services.create_backfill(run.batch_export, run.data_interval_start, run.data_interval_end)
         return Response({"backfill_id": str(backfill.id)}, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: OpenApiResponse(description='`{"cancelled": true}`')})
@@ -270,10 +257,7 @@ class BatchExportRunViewSet(NestedInBatchExportMixin, viewsets.ReadOnlyModelView
         run = self.get_object()
         if run.status not in BatchExportRun.ACTIVE_STATUSES:
             raise ValidationError(f"Only Starting or Running runs can be cancelled; this run is {run.status}.")
-        run.status = BatchExportRun.Status.CANCELLED
-        run.finished_at = timezone.now()
-        run.save(update_fields=["status", "finished_at", "last_updated_at"])
-        get_engine().cancel_run(run)
+        services.cancel_run(run)
         return Response({"cancelled": True})
 
     @extend_schema(request=None, responses={200: OpenApiResponse(description='`{"results": [log entry]}`')})
@@ -308,13 +292,5 @@ class BatchExportBackfillViewSet(NestedInBatchExportMixin, mixins.CreateModelMix
             raise ValidationError(
                 f"Only a Starting or Running backfill can be cancelled; this one is {backfill.status}."
             )
-        now = timezone.now()
-        with transaction.atomic():
-            backfill.status = BatchExportBackfill.Status.CANCELLED
-            backfill.finished_at = now
-            backfill.save(update_fields=["status", "finished_at", "last_updated_at"])
-            BatchExportRun.objects.filter(backfill=backfill, status__in=BatchExportRun.ACTIVE_STATUSES).update(
-                status=BatchExportRun.Status.CANCELLED, finished_at=now, last_updated_at=now
-            )
-        get_engine().cancel_backfill(backfill)
+        services.cancel_backfill(backfill)
         return Response({"cancelled": True})

@@ -1,27 +1,40 @@
-"""What runs and backfills write to the metadata database: run rows, statuses, user-facing logs.
+"""The run book on Django: what runs and backfills write to the metadata database (run rows,
+statuses, user-facing logs) and read from it, for the engine's activities.
 
-Called by the activities (in worker threads); never by workflows, which stay deterministic.
+`DjangoRunBook` implements the engine's `RunBook` protocol over the functions below; the
+composition root hands it to the worker. Called from activity threads, never by workflows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+from collections.abc import Iterator
 from typing import Any
 
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from batchexports.core.intervals import nominal_length
+from batchexports.core.intervals import run_timeout, split_offset
+from batchexports.core.run import ExportRun
+from batchexports.engine.inputs import FinishRunInput
+from batchexports.engine.run_book import (
+    BackfillStart,
+    Earliest,
+    EngineState,
+    Estimator,
+    RunRow,
+    RunStart,
+    schedule_source,
+)
 from batchexports.exports.backfills import calendar_for
 from batchexports.exports.models import BatchExport, BatchExportBackfill, BatchExportLogEntry, BatchExportRun
 
 logger = logging.getLogger(__name__)
 
 FAILURES_BEFORE_PAUSE = 10
-MIN_RUN_TIMEOUT = dt.timedelta(minutes=30)
-MAX_RUN_TIMEOUT = dt.timedelta(hours=24)
 
 
 def log(batch_export: BatchExport | str, level: str, message: str, run_id: Any = None) -> None:
@@ -40,11 +53,6 @@ def log(batch_export: BatchExport | str, level: str, message: str, run_id: Any =
 def fresh_connection() -> None:
     """Activities run in long-lived worker threads: drop connections the database has closed."""
     close_old_connections()
-
-
-def run_timeout(interval: str) -> dt.timedelta:
-    """Twice the interval, within [30 min, 24 h]: a day's export may legitimately take hours."""
-    return min(max(2 * nominal_length(interval), MIN_RUN_TIMEOUT), MAX_RUN_TIMEOUT)
 
 
 def interval_ending_at(batch_export: BatchExport, end: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
@@ -208,3 +216,146 @@ def finish_backfill(backfill_id: str, status: str) -> None:
         )
     else:
         log(str(backfill.batch_export_id), "INFO", f"Backfill {status.lower()}")
+
+
+def export_run_of(
+    batch_export: BatchExport, start: dt.datetime | None, end: dt.datetime, run_id: str | None
+) -> ExportRun:
+    """What the pipeline needs to export [start, end) of `batch_export` (destination secrets included)."""
+    destination = batch_export.destination
+    return ExportRun(
+        batch_export_id=str(batch_export.id),
+        team_id=batch_export.team_id,
+        model=batch_export.model,
+        destination_type=destination.type,
+        destination_config=destination.full_config(),
+        data_interval_start=start,
+        data_interval_end=end,
+        run_id=run_id,
+        hogql_query=batch_export.hogql_query or None,
+        filters=tuple(batch_export.filters or ()),
+    )
+
+
+def _iso_or_open(moment: dt.datetime | None) -> str:
+    return moment.isoformat() if moment else "an open start"
+
+
+class DjangoRunBook:
+    """The engine's `RunBook` over Django's ORM (SQLite or PostgreSQL)."""
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        # Activities run in pool threads: start from a live connection and close it when done, so
+        # that no idle connection per worker thread outlives the activity (PostgreSQL counts them).
+        fresh_connection()
+        try:
+            yield
+        finally:
+            connection.close()
+
+    def start_run(self, start: RunStart) -> RunRow | None:
+        batch_export = BatchExport.objects.filter(id=start.batch_export_id, deleted=False).first()
+        if batch_export is None:
+            return None
+        if start.data_interval_end is not None:
+            begin, end = start.data_interval_start, start.data_interval_end
+            if begin is None:
+                begin, end = interval_ending_at(batch_export, end)
+        else:
+            begin, end = interval_ending_at(batch_export, start.fired_for)
+        run = start_run(batch_export, begin, end, start.backfill_id, start.workflow_id, start.workflow_run_id)
+        return RunRow(str(run.id), begin, end, run_timeout(batch_export.interval))
+
+    def load_run(self, run_id: str) -> ExportRun:
+        run = BatchExportRun.objects.select_related("batch_export__destination").get(id=run_id)
+        return export_run_of(run.batch_export, run.data_interval_start, run.data_interval_end, str(run.id))
+
+    def mark_running(self, run_id: str, attempt: int) -> None:
+        mark_running(BatchExportRun.objects.select_related("batch_export").get(id=run_id), attempt)
+
+    def mark_retrying(
+        self, run_id: str, error: str, attempt: int, next_at: dt.datetime, window_ends: dt.datetime | None
+    ) -> None:
+        run = BatchExportRun.objects.select_related("batch_export").get(id=run_id)
+        mark_retrying(run, error, attempt, next_at, window_ends)
+
+    def record_progress(self, run_id: str, records: int, bytes_exported: int) -> None:
+        record_progress(run_id, records, bytes_exported)
+
+    def finish_run(self, data: FinishRunInput, workflow_id: str, workflow_run_id: str | None) -> bool:
+        if data.run_id is None:
+            # Cancelled while start_run ran: the row it may have written for this workflow run is still Starting.
+            BatchExportRun.objects.filter(
+                workflow_id=workflow_id, workflow_run_id=workflow_run_id, status__in=BatchExportRun.ACTIVE_STATUSES
+            ).update(status=data.status, finished_at=timezone.now(), last_updated_at=timezone.now())
+            return False
+        run = BatchExportRun.objects.select_related("batch_export").get(id=data.run_id)
+        outcome = data.outcome
+        finish_run(
+            run,
+            data.status,
+            data.error,
+            records=outcome.records_completed if outcome else None,
+            bytes_exported=outcome.bytes_exported if outcome else None,
+            total=outcome.records_total_count if outcome else None,
+            files=outcome.files if outcome else None,
+        )
+        if data.status != BatchExportRun.Status.FAILED:
+            return False
+        return BatchExport.objects.filter(id=run.batch_export_id, paused=True).exists()
+
+    def start_backfill(
+        self, backfill_id: str, first: bool, earliest: Earliest, estimate: Estimator
+    ) -> BackfillStart | None:
+        backfill = BatchExportBackfill.objects.select_related("batch_export__destination").get(id=backfill_id)
+        if backfill.status not in BatchExportBackfill.ACTIVE_STATUSES:
+            return None
+        batch_export = backfill.batch_export
+        calendar = calendar_for(batch_export)
+        end = backfill.end_at or calendar.floor(timezone.now())
+        start = backfill.start_at
+        first_data = earliest(batch_export.model, batch_export.team_id)
+        if first_data is None or first_data >= end:
+            start = None
+        elif start is None or start < first_data:
+            start = max(calendar.floor(first_data), calendar.floor(start) if start else calendar.floor(first_data))
+        total = calendar.count(start, end) if start is not None else 0
+        backfill.status = BatchExportBackfill.Status.RUNNING
+        backfill.total_runs = total
+        fields = ["status", "total_runs", "last_updated_at"]
+        if first:  # a continue-as-new keeps what the first start found
+            backfill.adjusted_start_at = start if start is not None and start != backfill.start_at else None
+            backfill.total_records_count = (
+                estimate(export_run_of(batch_export, start, end, None)) if start is not None else 0
+            )
+            fields += ["adjusted_start_at", "total_records_count"]
+        backfill.save(update_fields=fields)
+        if first:
+            span = f"{start.isoformat()} to {end.isoformat()}" if start else "nothing (no data before the end)"
+            moved = ""
+            if backfill.adjusted_start_at:
+                moved = f" (moved to the earliest data from {_iso_or_open(backfill.start_at)})"
+            log(batch_export, "INFO", f"Backfill started: {total} interval(s) from {span}{moved}")
+        offset_day, offset_hour = split_offset(batch_export.interval_offset)
+        return BackfillStart(
+            batch_export_id=str(batch_export.id),
+            interval=batch_export.interval,
+            timezone=batch_export.timezone or "UTC",
+            offset_day=offset_day or 0,
+            offset_hour=offset_hour or 0,
+            start=start,
+            end=end,
+            total=total,
+        )
+
+    def finish_backfill(self, backfill_id: str, status: str) -> None:
+        finish_backfill(backfill_id, status)
+
+    def engine_state(self) -> EngineState:
+        active = BatchExportBackfill.objects.filter(status__in=BatchExportBackfill.ACTIVE_STATUSES)
+        return EngineState(
+            live=[schedule_source(be) for be in BatchExport.objects.filter(deleted=False)],
+            deleted_ids={str(i) for i in BatchExport.objects.filter(deleted=True).values_list("id", flat=True)},
+            active_backfill_ids=[str(i) for i in active.values_list("id", flat=True)],
+        )
