@@ -2,7 +2,7 @@
 
 BigQuery cannot run here, so every test gives the real client (and the real service-account
 credentials, which sign a real JWT) a fake `requests` transport, `FakeBigQuery`: it records the
-exact REST requests the client sends (token exchange, datasets/tables get/insert/delete, load
+exact REST requests the client sends (token exchange, datasets/tables get/list/insert/delete, load
 jobs as multipart or resumable uploads, query jobs, getQueryResults) and answers them as
 BigQuery's REST API documents. To make its answers plausible, the fake keeps the tables in
 DuckDB: a load job reads the uploaded Parquet into the table, and a query job runs the
@@ -148,6 +148,7 @@ class FakeBigQuery(requests.adapters.BaseAdapter):
             return (*api_error(401, "unauthorized", "Request is missing required authentication credential."), {})
         routes = [
             ("GET", rf"^/bigquery/v2/projects/{PROJECT}/datasets/([^/]+)$", self.get_dataset),
+            ("GET", rf"^/bigquery/v2/projects/{PROJECT}/datasets/([^/]+)/tables$", self.list_tables),
             ("GET", rf"^/bigquery/v2/projects/{PROJECT}/datasets/([^/]+)/tables/([^/]+)$", self.get_table),
             ("POST", rf"^/bigquery/v2/projects/{PROJECT}/datasets/([^/]+)/tables$", self.insert_table),
             ("DELETE", rf"^/bigquery/v2/projects/{PROJECT}/datasets/([^/]+)/tables/([^/]+)$", self.delete_table),
@@ -198,6 +199,27 @@ class FakeBigQuery(requests.adapters.BaseAdapter):
         if f"{dataset}.{table}" not in self.tables:
             return api_error(404, "notFound", f"Not found: Table {PROJECT}:{dataset}.{table}")
         return 200, self._table_resource(dataset, table)
+
+    def list_tables(self, entry: dict[str, Any], dataset: str) -> tuple[int, Any]:
+        """tables.list: a partial projection of each table, labels and creationTime included, in pages
+        of `maxResults` (two per page unless asked, so that the client's paging is exercised)."""
+        if dataset not in self.datasets:
+            return api_error(404, "notFound", f"Not found: Dataset {PROJECT}:{dataset}")
+        names = sorted(key.split(".", 1)[1] for key in self.tables if key.startswith(f"{dataset}."))
+        start = int((entry["query"].get("pageToken") or ["0"])[0])
+        size = int((entry["query"].get("maxResults") or ["2"])[0])
+        page = []
+        for table in names[start : start + size]:
+            resource = self.tables[f"{dataset}.{table}"]
+            page.append({
+                "kind": "bigquery#table", "id": f"{PROJECT}:{dataset}.{table}", "type": "TABLE",
+                "tableReference": resource["tableReference"], "creationTime": "1714557600000",
+                **({"labels": resource["labels"]} if resource.get("labels") else {}),
+            })  # fmt: skip
+        answer: dict[str, Any] = {"kind": "bigquery#tableList", "tables": page, "totalItems": len(names)}
+        if start + size < len(names):
+            answer["nextPageToken"] = str(start + size)
+        return 200, answer
 
     def create(self, dataset: str, table: str, resource: dict[str, Any]) -> None:
         resource["tableReference"] = {"projectId": PROJECT, "datasetId": dataset, "tableId": table}
@@ -393,6 +415,11 @@ def test_events_are_loaded_through_a_stage_table_with_the_requests_bigquery_expe
         e for e in fake.calls("POST", r"/tables$") if fake.json_of(e)["tableReference"]["tableId"] == stage
     ]
     assert "expirationTime" in fake.json_of(stage_create)
+    labels = fake.json_of(stage_create)["labels"]
+    assert labels["batchexports_stage"] == file_run(config, "BigQuery").batch_export_id
+    assert abs(int(labels["batchexports_created"]) - dt.datetime.now(dt.UTC).timestamp()) < 60
+    # Before it, the dataset's tables were listed for stale stages of the export.
+    assert fake.calls("GET", rf"/datasets/{DATASET}/tables$")
 
     # A query job inserts the uuids the table lacks; then the stage table is deleted.
     (sql,) = fake.queries()

@@ -6,8 +6,10 @@ records the exact SQL and PUT commands the sink sends and answers them as a ware
 For plausible answers it keeps Unity Catalog's tables in DuckDB: `PUT` reads the local file
 (only from the connector's `staging_allowed_local_path`, as the connector enforces) into a
 volume, `COPY INTO` loads a volume folder's Parquet files by column name, `DESCRIBE TABLE`
-answers in Databricks' type names, and other statements run after translation from the
-Databricks dialect with sqlglot (`MERGE WITH SCHEMA EVOLUTION` adds the missing columns first).
+answers in Databricks' type names, a table's `COMMENT` is kept beside DuckDB and answered from
+`<catalog>.information_schema.tables` (only for the exact query the sink sends), and other
+statements run after translation from the Databricks dialect with sqlglot (`MERGE WITH SCHEMA
+EVOLUTION` adds the missing columns first).
 The OAuth token exchange is tested on its own against a stub HTTP server on 127.0.0.1.
 """
 
@@ -65,6 +67,7 @@ class FakeDatabricks:
         self.connections: list[dict[str, Any]] = []
         self.volumes: dict[str, dict[str, bytes]] = {}
         self.failures: list[tuple[str, Exception]] = []  # (regex on the statement, what to raise)
+        self.comments: dict[tuple[str, str, str], str] = {}  # (catalog, schema, table) -> COMMENT
 
     def run(self, sql: str) -> list[tuple]:
         cursor = self.db.execute(sql)
@@ -139,6 +142,26 @@ class FakeCursor:
                     self.duck(f'INSERT INTO "{catalog}"."{schema}"."{table}" BY NAME SELECT * FROM upload')
                 finally:
                     fake.db.unregister("upload")
+        elif match := re.fullmatch(r"(CREATE OR REPLACE TABLE (`[^(]+`) \(.*\))(?: COMMENT '((?:[^'\\]|\\.)*)')?", sql):
+            name = tuple(_ident(match.group(2)))
+            self.duck(sqlglot.transpile(match.group(1), read="databricks", write="duckdb")[0])
+            fake.comments.pop(name, None)
+            if match.group(3) is not None:
+                fake.comments[name] = re.sub(r"\\(.)", r"\1", match.group(3))
+        elif match := re.fullmatch(
+            r"SELECT table_name, comment FROM `(\w+)`\.information_schema\.tables "
+            r"WHERE table_schema = '(\w+)' AND comment LIKE 'batchexports-stage %'",
+            sql,
+        ):
+            existing = {(CATALOG, schema, table) for schema, table in fake.run(
+                f"SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = '{CATALOG}'")}  # fmt: skip
+            self.result = [
+                (table, comment)
+                for (catalog, schema, table), comment in sorted(fake.comments.items())
+                if (catalog, schema) == match.groups()
+                and (catalog, schema, table) in existing
+                and comment.startswith("batchexports-stage ")
+            ]
         elif match := re.fullmatch(r"DESCRIBE SCHEMA (.+)", sql):
             self.require_schema(_ident(match.group(1))[1])
         elif match := re.fullmatch(r"DESCRIBE TABLE (.+)", sql):
@@ -241,8 +264,15 @@ def test_events_go_through_a_volume_and_a_stage_table_into_the_destination(tmp_p
     )
     assert fake.statements[1:3] == [
         "DESCRIBE TABLE `analytics`.`posthog`.`events`",
-        f"CREATE VOLUME IF NOT EXISTS `analytics`.`posthog`.`{stage}`",
+        "SELECT table_name, comment FROM `analytics`.information_schema.tables WHERE table_schema = 'posthog' "
+        "AND comment LIKE 'batchexports-stage %'",
     ]
+    # The stage table, commented with its mark, is created before the volume it is loaded from.
+    assert fake.statements[3].startswith(f"CREATE OR REPLACE TABLE `analytics`.`posthog`.`{stage}` (`uuid` STRING,")
+    mark = json.loads(re.fullmatch(r".*\) COMMENT 'batchexports-stage (\{[^']*\})'", fake.statements[3]).group(1))
+    assert mark["export"] == file_run(db_config(), "Databricks").batch_export_id
+    assert abs(dt.datetime.fromisoformat(mark["created"]) - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
+    assert fake.statements[4] == f"CREATE VOLUME IF NOT EXISTS `analytics`.`posthog`.`{stage}`"
     (put,) = fake.sent("PUT ")
     assert re.fullmatch(rf"PUT '{re.escape(kwargs['staging_allowed_local_path'])}/part-0\.parquet' "
                         rf"INTO '{volume}part-0\.parquet' OVERWRITE", put)  # fmt: skip

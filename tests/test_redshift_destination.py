@@ -52,6 +52,11 @@ from tests.test_postgres_destination import (
     uid,
 )
 
+STAGE_MARKS_QUERY = (
+    "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class AS c JOIN pg_namespace AS n "
+    "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r' "
+    "AND left(obj_description(c.oid, 'pg_class'), %s) = %s"
+)
 PASSWORD = contract.register_secret("redshift-password-that-must-never-show")
 KEY_ID = contract.register_secret("AKIAREDSHIFTCOPY0001")
 SECRET = contract.register_secret("redshift-copy-secret-that-must-never-show")
@@ -435,6 +440,10 @@ def test_copy_mode_stages_parquet_with_a_manifest_and_sends_these_statements(buc
         "SELECT column_name, COALESCE(domain_name, data_type), character_maximum_length FROM "
         "information_schema.columns WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position"
     )
+    (comment,) = [q for q in fake.statements if q.startswith("COMMENT ON TABLE")]
+    mark = json.loads(comment.removeprefix(f"COMMENT ON TABLE {stage} IS 'batchexports-stage ").removesuffix("'"))
+    assert mark["export"] == run.batch_export_id
+    assert abs(dt.datetime.fromisoformat(mark["created"]) - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
     assert fake.statements == [
         "SET TIME ZONE 'UTC'",
         "SET statement_timeout TO 3600000",
@@ -445,8 +454,10 @@ def test_copy_mode_stages_parquet_with_a_manifest_and_sends_these_statements(buc
         'VARCHAR(65535), "team_id" BIGINT, "ip" VARCHAR(200), "site_url" VARCHAR(200), "timestamp" TIMESTAMPTZ, '
         '"person_id" VARCHAR(200), "person_properties" SUPER, "created_at" TIMESTAMPTZ, "_inserted_at" TIMESTAMPTZ)',
         schema_query,
+        STAGE_MARKS_QUERY,
         f"DROP TABLE IF EXISTS {stage}",
         f"CREATE TABLE {stage} (" + ", ".join(f'"{c}" {stage_types.get(c, "VARCHAR(65535)")}' for c in columns) + ")",
+        comment,
         f"COPY {stage} (" + ", ".join(f'"{c}"' for c in columns) + f") FROM '{folder}/manifest.json' "
         f"IAM_ROLE '{ROLE}' FORMAT AS PARQUET MANIFEST",
         f'DELETE FROM "public"."events" WHERE "uuid" IN (SELECT s."uuid" FROM {stage} AS s)',

@@ -1,6 +1,11 @@
 """What the warehouses that load staged files share (Snowflake's table stage, BigQuery load jobs,
-Databricks volumes): the keys and version columns each model merges on, which columns hold JSON,
-and staging record batches as local Parquet files.
+Databricks volumes): which columns hold JSON, staging record batches as local Parquet files, and
+the mark every stage table carries.
+
+The mark (`stage_mark()`, a table comment where the engine has one) names the export that created
+the stage table and when: a run killed before it dropped its stage leaves a table only the mark
+tells apart from a user's table of a similar name, so only marked tables of the export, older than
+any attempt of a run lives, are ever dropped (`is_stale()`).
 
 Files are zstd Parquet parts of bounded size, so memory stays bounded by one part's buffers, and
 progress and cancellation are honoured between batches, as in the file exporter.
@@ -8,6 +13,8 @@ progress and cancellation are honoured between batches, as in the file exporter.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -19,6 +26,10 @@ from batchexports.core.run import CancelToken, Progress, ProgressCallback
 from batchexports.pipeline.writers import ParquetWriter
 
 DEFAULT_PART_BYTES = 128 * 1024 * 1024
+
+STAGE_MARK = "batchexports-stage "
+# No attempt of a run lives longer than the longest run timeout: a stage this old is nobody's.
+STALE_STAGE_AGE = dt.timedelta(hours=24)
 
 
 def is_json(field: pa.Field) -> bool:
@@ -73,3 +84,24 @@ def stage_parquet(
     if cancel:
         cancel.raise_if_cancelled()
     return files, records, total
+
+
+def stage_mark(export_id: str | None, created: dt.datetime | None = None) -> str:
+    """The comment on a stage table: whose it is and when it was created, for the sweep of stale ones."""
+    created = created or dt.datetime.now(dt.UTC)
+    return STAGE_MARK + json.dumps({"export": export_id, "created": created.isoformat()})
+
+
+def is_stale(mark: str | None, export_id: str, older_than: dt.timedelta) -> bool:
+    """Whether `mark` is the stage mark of `export_id` from more than `older_than` ago; False for
+    any other comment (a user's table) and for a mark that cannot be read."""
+    if not mark or not mark.startswith(STAGE_MARK):
+        return False
+    try:
+        owner = json.loads(mark[len(STAGE_MARK) :])
+        created = dt.datetime.fromisoformat(owner["created"])
+    except (ValueError, KeyError, TypeError):
+        return False
+    if created.tzinfo is None:
+        return False
+    return owner.get("export") == export_id and created < dt.datetime.now(dt.UTC) - older_than
