@@ -625,3 +625,69 @@ def test_the_stage_table_name_is_stable_per_interval():
     assert re.fullmatch(r"events_stage_[0-9a-f]{16}", bigquery_sink.stage_table_id(a, "events"))
     assert dt.timedelta(days=1) == bigquery_sink.STAGE_EXPIRY
     assert pa is not None
+
+
+# -- stage tables a killed run left -----------------------------------------------------------------
+
+
+def leftover_stages(config: dict[str, Any]) -> dict[str, str]:
+    """A killed run's stage of the export, a fresh one of a run in flight, another export's old one,
+    all created by the sink's `create_stage` (labels and all), and a user's tables named like stages:
+    one without labels, one with a `batchexports_stage` label but no creation label."""
+    from google.cloud import bigquery
+
+    export_id = file_run(config, "BigQuery").batch_export_id
+    now = dt.datetime.now(dt.UTC)
+    names = {
+        "killed": bigquery_sink.stage_table_id(file_run(config, "BigQuery", start=T0 - 5 * HOUR), "events"),
+        "in_flight": bigquery_sink.stage_table_id(file_run(config, "BigQuery", start=T0 + HOUR), "events"),
+        "other_export": "events_stage_0123456789abcdef",
+        "user": "events_stage_mine",
+        "user_labelled": "events_stage_labelled",
+    }
+    fields = [bigquery.SchemaField("uuid", "STRING")]
+    client = bigquery_sink.make_client(config)
+    for key, owner, age in [
+        ("killed", export_id, dt.timedelta(hours=30)),
+        ("in_flight", export_id, dt.timedelta(minutes=1)),
+        ("other_export", "another-export", dt.timedelta(hours=30)),
+    ]:
+        sink = bigquery_sink.BigQuerySink(config)
+        sink.export_id = owner
+        sink.create_stage(client, names[key], fields, created=now - age)
+    client.create_table(bigquery.Table(f"{PROJECT}.{DATASET}.{names['user']}", schema=fields))
+    labelled = bigquery.Table(f"{PROJECT}.{DATASET}.{names['user_labelled']}", schema=fields)
+    labelled.labels = {"batchexports_stage": bigquery_sink.label_value(export_id)}
+    client.create_table(labelled)
+    return names
+
+
+def test_the_sweep_deletes_only_the_exports_stale_stage_tables(fake, service_account):
+    config = bq_config(service_account[0])
+    names = leftover_stages(config)
+    (create,) = [
+        e for e in fake.calls("POST", r"/tables$") if fake.json_of(e)["tableReference"]["tableId"] == names["killed"]
+    ]
+    labels = fake.json_of(create)["labels"]
+    assert set(labels) == {"batchexports_stage", "batchexports_created"}
+    assert labels["batchexports_stage"] == "00000000-0000-0000-0000-00000000beef"
+    thirty_hours_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=30)).timestamp()
+    assert abs(int(labels["batchexports_created"]) - thirty_hours_ago) < 60
+    export_id = file_run(config, "BigQuery").batch_export_id
+    dropped = bigquery_sink.BigQuerySink(config).drop_stale_stages(export_id, dt.timedelta(hours=2))
+    assert dropped == [names["killed"]]
+    assert len(fake.calls("GET", rf"/datasets/{DATASET}/tables$")) == 3, "five tables, in pages of two"
+    assert [e["path"] for e in fake.calls("DELETE", r"/tables/")] == [
+        f"/bigquery/v2/projects/{PROJECT}/datasets/{DATASET}/tables/{names['killed']}"
+    ]
+    kept = {f"{DATASET}.{names[k]}" for k in ("in_flight", "other_export", "user", "user_labelled")}
+    assert set(fake.tables) == kept
+
+
+def test_the_next_run_deletes_the_stage_a_killed_run_left_and_no_other_table(tmp_path, fake, service_account):
+    config = bq_config(service_account[0])
+    names = leftover_stages(config)
+    result = export(file_run(config, "BigQuery"), store_with(tmp_path, known_events(20)))
+    assert result.records_completed == 20
+    kept = {f"{DATASET}.{names[k]}" for k in ("in_flight", "other_export", "user", "user_labelled")}
+    assert set(fake.tables) == kept | {f"{DATASET}.events"}

@@ -490,3 +490,64 @@ def test_the_stage_name_is_stable_per_interval():
     assert databricks_sink.stage_name(run) != databricks_sink.stage_name(file_run({}, "Databricks", start=T0 + HOUR))
     assert re.fullmatch(r"batchexports_stage_[0-9a-f]{16}", databricks_sink.stage_name(run))
     assert dt.timedelta(hours=1) == HOUR
+
+
+# --- stage tables a killed run left ----------------------------------------------------------
+
+
+def leftover_stages(fake: FakeDatabricks) -> dict[str, str]:
+    """A killed run's stage of the export (its table and its volume with a file), a fresh one of a
+    run in flight, another export's old one, all created with the sink's own statements, and a
+    user's tables named like stages: one without a comment, one with a comment of its own."""
+    import pyarrow as pa
+
+    from batchexports.destinations import staging
+
+    export_id = file_run(db_config(), "Databricks").batch_export_id
+    now = dt.datetime.now(dt.UTC)
+    names = {
+        "killed": databricks_sink.stage_name(file_run(db_config(), "Databricks", start=T0 - 5 * HOUR)),
+        "in_flight": databricks_sink.stage_name(file_run(db_config(), "Databricks", start=T0 + HOUR)),
+        "other_export": "batchexports_stage_0123456789abcdef",
+        "user": "batchexports_stage_mine",
+        "user_commented": "batchexports_stage_notes",
+    }
+    sink = databricks_sink.DatabricksSink(db_config())
+    cursor = fake.connect().cursor()
+    schema = pa.schema([("uuid", pa.string())])
+    for key, owner, age in [
+        ("killed", export_id, dt.timedelta(hours=30)),
+        ("in_flight", export_id, dt.timedelta(minutes=1)),
+        ("other_export", "another-export", dt.timedelta(hours=30)),
+    ]:
+        mark = staging.stage_mark(owner, now - age)
+        cursor.execute(sink.table_ddl(sink.ref(names[key]), schema, staged=True, mark=mark))
+        cursor.execute(f"CREATE VOLUME IF NOT EXISTS {sink.ref(names[key])}")
+        fake.volumes[sink.volume_path(names[key])]["part-0.parquet"] = b"PAR1"
+    cursor.execute(f"CREATE TABLE {sink.ref(names['user'])} (`uuid` STRING)")
+    cursor.execute(f"CREATE OR REPLACE TABLE {sink.ref(names['user_commented'])} (`uuid` STRING) COMMENT 'mine'")
+    fake.statements.clear()
+    return names
+
+
+def test_the_sweep_drops_only_the_exports_stale_stage_tables_and_their_volumes(fake):
+    names = leftover_stages(fake)
+    export_id = file_run(db_config(), "Databricks").batch_export_id
+    dropped = databricks_sink.DatabricksSink(db_config()).drop_stale_stages(export_id, dt.timedelta(hours=2))
+    assert dropped == [names["killed"]]
+    assert fake.statements == [
+        "SELECT table_name, comment FROM `analytics`.information_schema.tables WHERE table_schema = 'posthog' "
+        "AND comment LIKE 'batchexports-stage %'",
+        f"DROP TABLE IF EXISTS `analytics`.`posthog`.`{names['killed']}`",
+        f"DROP VOLUME IF EXISTS `analytics`.`posthog`.`{names['killed']}`",
+    ]
+    assert fake.tables() == {names[k] for k in ("in_flight", "other_export", "user", "user_commented")}
+    assert set(fake.volumes) == {f"/Volumes/analytics/posthog/{names[k]}/" for k in ("in_flight", "other_export")}
+
+
+def test_the_next_run_drops_the_stage_a_killed_run_left_and_no_other_table(tmp_path, fake):
+    names = leftover_stages(fake)
+    result = export(file_run(db_config(), "Databricks"), store_with(tmp_path, known_events(20)))
+    assert result.records_completed == 20
+    assert fake.tables() == {names[k] for k in ("in_flight", "other_export", "user", "user_commented")} | {"events"}
+    assert set(fake.volumes) == {f"/Volumes/analytics/posthog/{names[k]}/" for k in ("in_flight", "other_export")}
