@@ -551,3 +551,10 @@ def test_the_next_run_drops_the_stage_a_killed_run_left_and_no_other_table(tmp_p
     assert result.records_completed == 20
     assert fake.tables() == {names[k] for k in ("in_flight", "other_export", "user", "user_commented")} | {"events"}
     assert set(fake.volumes) == {f"/Volumes/analytics/posthog/{names[k]}/" for k in ("in_flight", "other_export")}
+
+
+def test_a_run_whose_stale_stage_lookup_fails_still_exports(tmp_path, fake):
+    fake.failures.append(("information_schema", server_error("[INSUFFICIENT_PERMISSIONS] Insufficient privileges")))
+    result = export(file_run(db_config(), "Databricks"), store_with(tmp_path, known_events(20)))
+    assert result.records_completed == 20, "cleaning never fails a run: the start-up sweep tries again"
+    assert len(fake.rows("events")) == 20

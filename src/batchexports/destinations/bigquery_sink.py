@@ -298,8 +298,7 @@ class BigQuerySink:
                     self.check_dataset(client)
                     stage = stage_table_id(run, self.table_id)
                     merge = self.merge_sql(run.model, stage, schema, self.ensure_table(client, run.model, schema))
-                    if self.export_id:
-                        self.drop_stale(client, self.export_id, staging.STALE_STAGE_AGE)
+                    staging.drop_stale_at_run_start(functools.partial(self.drop_stale, client), self.export_id)
                     try:
                         self.load_stage(client, stage, schema, files, cancel)
                         if progress:

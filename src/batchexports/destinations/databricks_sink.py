@@ -343,8 +343,7 @@ class DatabricksSink:
                     cursor.execute(self.table_ddl(self.ref(self.table_name), schema))
                     stage = stage_name(run)
                     merge = self.merge_sql(run.model, stage, schema, self.target_columns(cursor, self.table_name))
-                    if self.export_id:
-                        self.drop_stale(cursor, self.export_id, staging.STALE_STAGE_AGE)
+                    staging.drop_stale_at_run_start(functools.partial(self.drop_stale, cursor), self.export_id)
                     try:
                         self.load_stage(cursor, stage, schema, files, cancel)
                         if progress:

@@ -393,8 +393,7 @@ class SnowflakeSink:
                     cursor.execute(table_ddl(self.table, schema))
                     stage = stage_table_name(run)
                     merge = self.merge_sql(run.model, stage, schema, self.target_columns(cursor))
-                    if self.export_id:
-                        drop_stale(cursor, self.export_id, staging.STALE_STAGE_AGE)
+                    staging.drop_stale_at_run_start(functools.partial(drop_stale, cursor), self.export_id)
                     try:
                         self.load_stage(cursor, stage, staged_schema, files, progress, cancel, Progress(records, size))
                         cursor.execute(merge)

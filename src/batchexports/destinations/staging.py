@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ import pyarrow as pa
 from batchexports.core.model_rules import JSON_COLUMNS
 from batchexports.core.run import CancelToken, Progress, ProgressCallback
 from batchexports.pipeline.writers import ParquetWriter
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PART_BYTES = 128 * 1024 * 1024
 
@@ -105,3 +108,15 @@ def is_stale(mark: str | None, export_id: str, older_than: dt.timedelta) -> bool
     if created.tzinfo is None:
         return False
     return owner.get("export") == export_id and created < dt.datetime.now(dt.UTC) - older_than
+
+
+def drop_stale_at_run_start(drop: Callable[[str, dt.timedelta], list[str]], export_id: str | None) -> list[str]:
+    """At a run's start, `drop(export_id, STALE_STAGE_AGE)`. Cleaning never fails a run: a failure is
+    logged (by its type: a driver's message may hold a secret) and the next run or sweep tries again."""
+    if not export_id:
+        return []
+    try:
+        return drop(export_id, STALE_STAGE_AGE)
+    except Exception as error:
+        logger.warning("could not drop the stale stage tables of export %s: %s", export_id, type(error).__name__)
+        return []
