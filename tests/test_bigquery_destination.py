@@ -2,7 +2,7 @@
 
 BigQuery cannot run here, so every test gives the real client (and the real service-account
 credentials, which sign a real JWT) a fake `requests` transport, `FakeBigQuery`: it records the
-exact REST requests the client sends (token exchange, datasets/tables get/insert/delete, load
+exact REST requests the client sends (token exchange, datasets/tables get/list/insert/delete, load
 jobs as multipart or resumable uploads, query jobs, getQueryResults) and answers them as
 BigQuery's REST API documents. To make its answers plausible, the fake keeps the tables in
 DuckDB: a load job reads the uploaded Parquet into the table, and a query job runs the
@@ -148,6 +148,7 @@ class FakeBigQuery(requests.adapters.BaseAdapter):
             return (*api_error(401, "unauthorized", "Request is missing required authentication credential."), {})
         routes = [
             ("GET", rf"^/bigquery/v2/projects/{PROJECT}/datasets/([^/]+)$", self.get_dataset),
+            ("GET", rf"^/bigquery/v2/projects/{PROJECT}/datasets/([^/]+)/tables$", self.list_tables),
             ("GET", rf"^/bigquery/v2/projects/{PROJECT}/datasets/([^/]+)/tables/([^/]+)$", self.get_table),
             ("POST", rf"^/bigquery/v2/projects/{PROJECT}/datasets/([^/]+)/tables$", self.insert_table),
             ("DELETE", rf"^/bigquery/v2/projects/{PROJECT}/datasets/([^/]+)/tables/([^/]+)$", self.delete_table),
@@ -198,6 +199,27 @@ class FakeBigQuery(requests.adapters.BaseAdapter):
         if f"{dataset}.{table}" not in self.tables:
             return api_error(404, "notFound", f"Not found: Table {PROJECT}:{dataset}.{table}")
         return 200, self._table_resource(dataset, table)
+
+    def list_tables(self, entry: dict[str, Any], dataset: str) -> tuple[int, Any]:
+        """tables.list: a partial projection of each table, labels and creationTime included, in pages
+        of `maxResults` (two per page unless asked, so that the client's paging is exercised)."""
+        if dataset not in self.datasets:
+            return api_error(404, "notFound", f"Not found: Dataset {PROJECT}:{dataset}")
+        names = sorted(key.split(".", 1)[1] for key in self.tables if key.startswith(f"{dataset}."))
+        start = int((entry["query"].get("pageToken") or ["0"])[0])
+        size = int((entry["query"].get("maxResults") or ["2"])[0])
+        page = []
+        for table in names[start : start + size]:
+            resource = self.tables[f"{dataset}.{table}"]
+            page.append({
+                "kind": "bigquery#table", "id": f"{PROJECT}:{dataset}.{table}", "type": "TABLE",
+                "tableReference": resource["tableReference"], "creationTime": "1714557600000",
+                **({"labels": resource["labels"]} if resource.get("labels") else {}),
+            })  # fmt: skip
+        answer: dict[str, Any] = {"kind": "bigquery#tableList", "tables": page, "totalItems": len(names)}
+        if start + size < len(names):
+            answer["nextPageToken"] = str(start + size)
+        return 200, answer
 
     def create(self, dataset: str, table: str, resource: dict[str, Any]) -> None:
         resource["tableReference"] = {"projectId": PROJECT, "datasetId": dataset, "tableId": table}
@@ -393,6 +415,11 @@ def test_events_are_loaded_through_a_stage_table_with_the_requests_bigquery_expe
         e for e in fake.calls("POST", r"/tables$") if fake.json_of(e)["tableReference"]["tableId"] == stage
     ]
     assert "expirationTime" in fake.json_of(stage_create)
+    labels = fake.json_of(stage_create)["labels"]
+    assert labels["batchexports_stage"] == file_run(config, "BigQuery").batch_export_id
+    assert abs(int(labels["batchexports_created"]) - dt.datetime.now(dt.UTC).timestamp()) < 60
+    # Before it, the dataset's tables were listed for stale stages of the export.
+    assert fake.calls("GET", rf"/datasets/{DATASET}/tables$")
 
     # A query job inserts the uuids the table lacks; then the stage table is deleted.
     (sql,) = fake.queries()
@@ -598,3 +625,69 @@ def test_the_stage_table_name_is_stable_per_interval():
     assert re.fullmatch(r"events_stage_[0-9a-f]{16}", bigquery_sink.stage_table_id(a, "events"))
     assert dt.timedelta(days=1) == bigquery_sink.STAGE_EXPIRY
     assert pa is not None
+
+
+# -- stage tables a killed run left -----------------------------------------------------------------
+
+
+def leftover_stages(config: dict[str, Any]) -> dict[str, str]:
+    """A killed run's stage of the export, a fresh one of a run in flight, another export's old one,
+    all created by the sink's `create_stage` (labels and all), and a user's tables named like stages:
+    one without labels, one with a `batchexports_stage` label but no creation label."""
+    from google.cloud import bigquery
+
+    export_id = file_run(config, "BigQuery").batch_export_id
+    now = dt.datetime.now(dt.UTC)
+    names = {
+        "killed": bigquery_sink.stage_table_id(file_run(config, "BigQuery", start=T0 - 5 * HOUR), "events"),
+        "in_flight": bigquery_sink.stage_table_id(file_run(config, "BigQuery", start=T0 + HOUR), "events"),
+        "other_export": "events_stage_0123456789abcdef",
+        "user": "events_stage_mine",
+        "user_labelled": "events_stage_labelled",
+    }
+    fields = [bigquery.SchemaField("uuid", "STRING")]
+    client = bigquery_sink.make_client(config)
+    for key, owner, age in [
+        ("killed", export_id, dt.timedelta(hours=30)),
+        ("in_flight", export_id, dt.timedelta(minutes=1)),
+        ("other_export", "another-export", dt.timedelta(hours=30)),
+    ]:
+        sink = bigquery_sink.BigQuerySink(config)
+        sink.export_id = owner
+        sink.create_stage(client, names[key], fields, created=now - age)
+    client.create_table(bigquery.Table(f"{PROJECT}.{DATASET}.{names['user']}", schema=fields))
+    labelled = bigquery.Table(f"{PROJECT}.{DATASET}.{names['user_labelled']}", schema=fields)
+    labelled.labels = {"batchexports_stage": bigquery_sink.label_value(export_id)}
+    client.create_table(labelled)
+    return names
+
+
+def test_the_sweep_deletes_only_the_exports_stale_stage_tables(fake, service_account):
+    config = bq_config(service_account[0])
+    names = leftover_stages(config)
+    (create,) = [
+        e for e in fake.calls("POST", r"/tables$") if fake.json_of(e)["tableReference"]["tableId"] == names["killed"]
+    ]
+    labels = fake.json_of(create)["labels"]
+    assert set(labels) == {"batchexports_stage", "batchexports_created"}
+    assert labels["batchexports_stage"] == "00000000-0000-0000-0000-00000000beef"
+    thirty_hours_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=30)).timestamp()
+    assert abs(int(labels["batchexports_created"]) - thirty_hours_ago) < 60
+    export_id = file_run(config, "BigQuery").batch_export_id
+    dropped = bigquery_sink.BigQuerySink(config).drop_stale_stages(export_id, dt.timedelta(hours=2))
+    assert dropped == [names["killed"]]
+    assert len(fake.calls("GET", rf"/datasets/{DATASET}/tables$")) == 3, "five tables, in pages of two"
+    assert [e["path"] for e in fake.calls("DELETE", r"/tables/")] == [
+        f"/bigquery/v2/projects/{PROJECT}/datasets/{DATASET}/tables/{names['killed']}"
+    ]
+    kept = {f"{DATASET}.{names[k]}" for k in ("in_flight", "other_export", "user", "user_labelled")}
+    assert set(fake.tables) == kept
+
+
+def test_the_next_run_deletes_the_stage_a_killed_run_left_and_no_other_table(tmp_path, fake, service_account):
+    config = bq_config(service_account[0])
+    names = leftover_stages(config)
+    result = export(file_run(config, "BigQuery"), store_with(tmp_path, known_events(20)))
+    assert result.records_completed == 20
+    kept = {f"{DATASET}.{names[k]}" for k in ("in_flight", "other_export", "user", "user_labelled")}
+    assert set(fake.tables) == kept | {f"{DATASET}.events"}

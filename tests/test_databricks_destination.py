@@ -6,8 +6,10 @@ records the exact SQL and PUT commands the sink sends and answers them as a ware
 For plausible answers it keeps Unity Catalog's tables in DuckDB: `PUT` reads the local file
 (only from the connector's `staging_allowed_local_path`, as the connector enforces) into a
 volume, `COPY INTO` loads a volume folder's Parquet files by column name, `DESCRIBE TABLE`
-answers in Databricks' type names, and other statements run after translation from the
-Databricks dialect with sqlglot (`MERGE WITH SCHEMA EVOLUTION` adds the missing columns first).
+answers in Databricks' type names, a table's `COMMENT` is kept beside DuckDB and answered from
+`<catalog>.information_schema.tables` (only for the exact query the sink sends), and other
+statements run after translation from the Databricks dialect with sqlglot (`MERGE WITH SCHEMA
+EVOLUTION` adds the missing columns first).
 The OAuth token exchange is tested on its own against a stub HTTP server on 127.0.0.1.
 """
 
@@ -65,6 +67,7 @@ class FakeDatabricks:
         self.connections: list[dict[str, Any]] = []
         self.volumes: dict[str, dict[str, bytes]] = {}
         self.failures: list[tuple[str, Exception]] = []  # (regex on the statement, what to raise)
+        self.comments: dict[tuple[str, str, str], str] = {}  # (catalog, schema, table) -> COMMENT
 
     def run(self, sql: str) -> list[tuple]:
         cursor = self.db.execute(sql)
@@ -139,6 +142,26 @@ class FakeCursor:
                     self.duck(f'INSERT INTO "{catalog}"."{schema}"."{table}" BY NAME SELECT * FROM upload')
                 finally:
                     fake.db.unregister("upload")
+        elif match := re.fullmatch(r"(CREATE OR REPLACE TABLE (`[^(]+`) \(.*\))(?: COMMENT '((?:[^'\\]|\\.)*)')?", sql):
+            name = tuple(_ident(match.group(2)))
+            self.duck(sqlglot.transpile(match.group(1), read="databricks", write="duckdb")[0])
+            fake.comments.pop(name, None)
+            if match.group(3) is not None:
+                fake.comments[name] = re.sub(r"\\(.)", r"\1", match.group(3))
+        elif match := re.fullmatch(
+            r"SELECT table_name, comment FROM `(\w+)`\.information_schema\.tables "
+            r"WHERE table_schema = '(\w+)' AND comment LIKE 'batchexports-stage %'",
+            sql,
+        ):
+            existing = {(CATALOG, schema, table) for schema, table in fake.run(
+                f"SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = '{CATALOG}'")}  # fmt: skip
+            self.result = [
+                (table, comment)
+                for (catalog, schema, table), comment in sorted(fake.comments.items())
+                if (catalog, schema) == match.groups()
+                and (catalog, schema, table) in existing
+                and comment.startswith("batchexports-stage ")
+            ]
         elif match := re.fullmatch(r"DESCRIBE SCHEMA (.+)", sql):
             self.require_schema(_ident(match.group(1))[1])
         elif match := re.fullmatch(r"DESCRIBE TABLE (.+)", sql):
@@ -241,8 +264,15 @@ def test_events_go_through_a_volume_and_a_stage_table_into_the_destination(tmp_p
     )
     assert fake.statements[1:3] == [
         "DESCRIBE TABLE `analytics`.`posthog`.`events`",
-        f"CREATE VOLUME IF NOT EXISTS `analytics`.`posthog`.`{stage}`",
+        "SELECT table_name, comment FROM `analytics`.information_schema.tables WHERE table_schema = 'posthog' "
+        "AND comment LIKE 'batchexports-stage %'",
     ]
+    # The stage table, commented with its mark, is created before the volume it is loaded from.
+    assert fake.statements[3].startswith(f"CREATE OR REPLACE TABLE `analytics`.`posthog`.`{stage}` (`uuid` STRING,")
+    mark = json.loads(re.fullmatch(r".*\) COMMENT 'batchexports-stage (\{[^']*\})'", fake.statements[3]).group(1))
+    assert mark["export"] == file_run(db_config(), "Databricks").batch_export_id
+    assert abs(dt.datetime.fromisoformat(mark["created"]) - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
+    assert fake.statements[4] == f"CREATE VOLUME IF NOT EXISTS `analytics`.`posthog`.`{stage}`"
     (put,) = fake.sent("PUT ")
     assert re.fullmatch(rf"PUT '{re.escape(kwargs['staging_allowed_local_path'])}/part-0\.parquet' "
                         rf"INTO '{volume}part-0\.parquet' OVERWRITE", put)  # fmt: skip
@@ -460,3 +490,71 @@ def test_the_stage_name_is_stable_per_interval():
     assert databricks_sink.stage_name(run) != databricks_sink.stage_name(file_run({}, "Databricks", start=T0 + HOUR))
     assert re.fullmatch(r"batchexports_stage_[0-9a-f]{16}", databricks_sink.stage_name(run))
     assert dt.timedelta(hours=1) == HOUR
+
+
+# --- stage tables a killed run left ----------------------------------------------------------
+
+
+def leftover_stages(fake: FakeDatabricks) -> dict[str, str]:
+    """A killed run's stage of the export (its table and its volume with a file), a fresh one of a
+    run in flight, another export's old one, all created with the sink's own statements, and a
+    user's tables named like stages: one without a comment, one with a comment of its own."""
+    import pyarrow as pa
+
+    from batchexports.destinations import staging
+
+    export_id = file_run(db_config(), "Databricks").batch_export_id
+    now = dt.datetime.now(dt.UTC)
+    names = {
+        "killed": databricks_sink.stage_name(file_run(db_config(), "Databricks", start=T0 - 5 * HOUR)),
+        "in_flight": databricks_sink.stage_name(file_run(db_config(), "Databricks", start=T0 + HOUR)),
+        "other_export": "batchexports_stage_0123456789abcdef",
+        "user": "batchexports_stage_mine",
+        "user_commented": "batchexports_stage_notes",
+    }
+    sink = databricks_sink.DatabricksSink(db_config())
+    cursor = fake.connect().cursor()
+    schema = pa.schema([("uuid", pa.string())])
+    for key, owner, age in [
+        ("killed", export_id, dt.timedelta(hours=30)),
+        ("in_flight", export_id, dt.timedelta(minutes=1)),
+        ("other_export", "another-export", dt.timedelta(hours=30)),
+    ]:
+        mark = staging.stage_mark(owner, now - age)
+        cursor.execute(sink.table_ddl(sink.ref(names[key]), schema, staged=True, mark=mark))
+        cursor.execute(f"CREATE VOLUME IF NOT EXISTS {sink.ref(names[key])}")
+        fake.volumes[sink.volume_path(names[key])]["part-0.parquet"] = b"PAR1"
+    cursor.execute(f"CREATE TABLE {sink.ref(names['user'])} (`uuid` STRING)")
+    cursor.execute(f"CREATE OR REPLACE TABLE {sink.ref(names['user_commented'])} (`uuid` STRING) COMMENT 'mine'")
+    fake.statements.clear()
+    return names
+
+
+def test_the_sweep_drops_only_the_exports_stale_stage_tables_and_their_volumes(fake):
+    names = leftover_stages(fake)
+    export_id = file_run(db_config(), "Databricks").batch_export_id
+    dropped = databricks_sink.DatabricksSink(db_config()).drop_stale_stages(export_id, dt.timedelta(hours=2))
+    assert dropped == [names["killed"]]
+    assert fake.statements == [
+        "SELECT table_name, comment FROM `analytics`.information_schema.tables WHERE table_schema = 'posthog' "
+        "AND comment LIKE 'batchexports-stage %'",
+        f"DROP TABLE IF EXISTS `analytics`.`posthog`.`{names['killed']}`",
+        f"DROP VOLUME IF EXISTS `analytics`.`posthog`.`{names['killed']}`",
+    ]
+    assert fake.tables() == {names[k] for k in ("in_flight", "other_export", "user", "user_commented")}
+    assert set(fake.volumes) == {f"/Volumes/analytics/posthog/{names[k]}/" for k in ("in_flight", "other_export")}
+
+
+def test_the_next_run_drops_the_stage_a_killed_run_left_and_no_other_table(tmp_path, fake):
+    names = leftover_stages(fake)
+    result = export(file_run(db_config(), "Databricks"), store_with(tmp_path, known_events(20)))
+    assert result.records_completed == 20
+    assert fake.tables() == {names[k] for k in ("in_flight", "other_export", "user", "user_commented")} | {"events"}
+    assert set(fake.volumes) == {f"/Volumes/analytics/posthog/{names[k]}/" for k in ("in_flight", "other_export")}
+
+
+def test_a_run_whose_stale_stage_lookup_fails_still_exports(tmp_path, fake):
+    fake.failures.append(("information_schema", server_error("[INSUFFICIENT_PERMISSIONS] Insufficient privileges")))
+    result = export(file_run(db_config(), "Databricks"), store_with(tmp_path, known_events(20)))
+    assert result.records_completed == 20, "cleaning never fails a run: the start-up sweep tries again"
+    assert len(fake.rows("events")) == 20

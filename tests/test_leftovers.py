@@ -1,8 +1,12 @@
-"""No leftovers: an interrupted run leaves no temporary file in a local folder and no incomplete S3 upload.
+"""No leftovers: an interrupted run leaves no temporary file in a local folder, no incomplete S3 upload
+and no stage table.
 
 The local-folder test SIGKILLs a real process in the middle of writing a file; the S3 tests run
 against moto's S3 server over HTTP (as tests/test_s3_destination.py), with uploads started and
-left incomplete through boto3, as a killed run leaves them.
+left incomplete through boto3, as a killed run leaves them. The stage tables are created as the
+sinks create them, on the real PostgreSQL (PostgreSQL, Redshift), on fakesnow (Snowflake) and on
+the recording fakes of BigQuery's REST API and of a Databricks SQL warehouse; each sink's own
+test module tests the exact statements and requests of its sweep.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +25,8 @@ from batchexports.destinations.local_folder import LocalFolderStore
 from batchexports.pipeline import keys, leftovers
 from batchexports.pipeline.files import FileSettings, export_files
 from tests.exports_fixtures import HOUR, T0, file_run, known_events, store_with
+from tests.test_bigquery_destination import service_account  # noqa: F401 - fixture
+from tests.test_redshift_destination import database, pg  # noqa: F401 - fixtures
 from tests.test_s3_destination import admin, bucket, moto, s3_config  # noqa: F401 - fixtures
 
 WRITER = """
@@ -195,3 +202,124 @@ def test_the_start_up_sweep_walks_every_live_export_and_removes_dead_temporary_f
     assert dead.exists()
     assert startup.sweep() == 1
     assert not dead.exists()
+
+
+class _FrozenClock:
+    """Stands in for `datetime` in `batchexports.pipeline.leftovers`, which reads the time as
+    `dt.datetime.now(dt.UTC)`: moto reports every upload as initiated at a fixed date of its own
+    (2010-11-10T20:48:33Z), so the test moves the sweep's clock, not moto's dates."""
+
+    UTC = dt.UTC
+    timedelta = dt.timedelta
+
+    def __init__(self, now: dt.datetime):
+        clock = self
+
+        class _DateTime(dt.datetime):
+            @classmethod
+            def now(cls, tz: Any = None) -> dt.datetime:  # type: ignore[override]
+                return clock.now
+
+        self.now = now
+        self.datetime = _DateTime
+
+
+def test_the_start_up_sweep_keeps_an_upload_younger_than_the_cutoff(moto, admin, bucket, monkeypatch):  # noqa: F811
+    from batchexports.destinations.s3_store import S3ObjectStore
+
+    key = "exports/" + keys.file_name(file_run({}, start=T0, end=T0 + HOUR), "JSONLines", None, None)
+    _incomplete(admin, bucket, key)
+    (upload,) = admin.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    initiated = upload["Initiated"]
+    assert initiated == dt.datetime(2010, 11, 10, 20, 48, 33, tzinfo=dt.UTC), "moto's fixed date, as the clock assumes"
+    s3 = S3ObjectStore(s3_config(moto, bucket, prefix="exports/"))
+
+    clock = _FrozenClock(initiated + dt.timedelta(minutes=10))  # a run in flight for 10 minutes
+    monkeypatch.setattr(leftovers, "dt", clock)
+    assert leftovers.sweep_files(s3, "exports/", dt.timedelta(hours=1)) == []
+    assert _uploads(admin, bucket) == {key}
+
+    clock.now = initiated + dt.timedelta(hours=2)  # nobody's any more
+    assert leftovers.sweep_files(s3, "exports/", dt.timedelta(hours=1)) == [key]
+    assert _uploads(admin, bucket) == set()
+
+
+@pytest.mark.django_db
+@pytest.mark.filterwarnings("ignore:Arrow output on a DB-API result:UserWarning")  # fakesnow's own
+def test_the_start_up_sweep_drops_stale_stage_tables_through_each_warehouses_sink(
+    project,
+    database,  # noqa: F811
+    pg,  # noqa: F811
+    service_account,  # noqa: F811
+    monkeypatch,
+):
+    """Redshift on the real PostgreSQL (as tests/test_redshift_destination.py), Snowflake on fakesnow,
+    BigQuery and Databricks on the fakes of their own test modules, which record the exact requests.
+    Each export's stale stage goes; a fresh one, a user's table and another export's stage stay."""
+    import functools
+
+    import fakesnow
+    import pyarrow as pa
+    import snowflake.connector
+    from google.cloud import bigquery
+
+    from batchexports.destinations import bigquery_sink, databricks_sink, snowflake_sink, staging
+    from batchexports.destinations.postgres_sink import literal
+    from batchexports.engine import leftovers as startup
+    from batchexports.exports.models import BatchExport, BatchExportDestination
+    from tests import test_bigquery_destination as bq
+    from tests import test_databricks_destination as dbx
+    from tests import test_redshift_destination as rs
+    from tests import test_snowflake_destination as sf
+
+    def export_to(kind: str, config: dict[str, Any]) -> str:
+        destination = BatchExportDestination.objects.create(type=kind, config=config)
+        return str(BatchExport.objects.create(team=project, name=kind, destination=destination).id)
+
+    now = dt.datetime.now(dt.UTC)
+    old, fresh = now - dt.timedelta(hours=30), now - dt.timedelta(minutes=1)  # an hourly export: 2 h run timeout
+
+    redshift_id = export_to("Redshift", rs.redshift(database))
+    for name, owner, created in [("ev_stage_old", redshift_id, old), ("ev_stage_new", redshift_id, fresh),
+                                 ("ev_stage_other", "another-export", old)]:  # fmt: skip
+        pg.execute(f'CREATE TABLE "public"."{name}" ("uuid" VARCHAR(200))')
+        pg.execute(f'COMMENT ON TABLE "public"."{name}" IS {literal(staging.stage_mark(owner, created))}')
+    pg.execute('CREATE TABLE "public"."ev_stage_user" ("uuid" VARCHAR(200))')
+
+    snowflake_id = export_to("Snowflake", sf.snowflake_config())
+    bq_config = bq.bq_config(service_account[0])
+    bigquery_id = export_to("BigQuery", bq_config)
+    fake_bq = bq.FakeBigQuery(public_key=service_account[1])
+    monkeypatch.setattr(bigquery_sink, "make_client", functools.partial(bigquery_sink.make_client, transport=fake_bq))
+    client = bigquery_sink.make_client(bq_config)
+    databricks_id = export_to("Databricks", dbx.db_config())
+    fake_dbx = dbx.FakeDatabricks()
+    monkeypatch.setattr(dbx.dbsql, "connect", fake_dbx.connect)
+    dbx_sink = databricks_sink.DatabricksSink(dbx.db_config())
+    dbx_cursor = fake_dbx.connect().cursor()
+    schema = pa.schema([("uuid", pa.string())])
+    fields = [bigquery.SchemaField("uuid", "STRING")]
+
+    with fakesnow.patch():
+        cursor = snowflake.connector.connect(database="analytics", schema="posthog").cursor()
+        cursor.execute("CREATE SCHEMA IF NOT EXISTS analytics.posthog")
+        # Stage 0 is a killed run's, 1 a run's in flight, 2 another export's; each warehouse has them all.
+        for n, (owners, created) in enumerate([("own", old), ("own", fresh), ("other", old)]):
+            ids = {"Snowflake": snowflake_id, "BigQuery": bigquery_id, "Databricks": databricks_id}
+            owner = {kind: (ident if owners == "own" else "another-export") for kind, ident in ids.items()}
+            mark = staging.stage_mark(owner["Snowflake"], created)
+            cursor.execute(snowflake_sink.table_ddl(f"BATCHEXPORTS_STAGE_{n}", schema, staged=True, mark=mark))
+            sink = bigquery_sink.BigQuerySink(bq_config)
+            sink.export_id = owner["BigQuery"]
+            sink.create_stage(client, f"events_stage_{n}", fields, created)
+            mark = staging.stage_mark(owner["Databricks"], created)
+            dbx_cursor.execute(dbx_sink.table_ddl(dbx_sink.ref(f"batchexports_stage_{n}"), schema, True, mark))
+        cursor.execute('CREATE TABLE "BATCHEXPORTS_STAGE_USER" ("uuid" STRING)')
+        client.create_table(bigquery.Table(f"{bq.PROJECT}.{bq.DATASET}.events_stage_user", schema=fields))
+        dbx_cursor.execute(f"CREATE TABLE {dbx_sink.ref('batchexports_stage_user')} (`uuid` STRING)")
+
+        assert startup.sweep() == 4
+        assert sf.table_names(cursor) == {"BATCHEXPORTS_STAGE_1", "BATCHEXPORTS_STAGE_2", "BATCHEXPORTS_STAGE_USER"}
+    assert rs.tables(pg) == {"ev_stage_new", "ev_stage_other", "ev_stage_user"}
+    assert set(fake_bq.tables) == {"posthog.events_stage_1", "posthog.events_stage_2", "posthog.events_stage_user"}
+    assert fake_dbx.tables() == {"batchexports_stage_1", "batchexports_stage_2", "batchexports_stage_user"}

@@ -33,8 +33,8 @@ from moto.server import ThreadedMotoServer
 
 from batchexports.core.errors import NonRetryableError
 from batchexports.core.run import ExportRun
-from batchexports.destinations import redshift_sink, registry
-from batchexports.destinations.postgres_sink import stage_table_name
+from batchexports.destinations import redshift_sink, registry, staging
+from batchexports.destinations.postgres_sink import literal, stage_table_name
 from batchexports.destinations.redshift_sink import RedshiftSink, staging_store_config
 from batchexports.destinations.s3_store import S3ObjectStore
 from batchexports.events.duckdb_store import DuckDBEventsStore
@@ -52,6 +52,11 @@ from tests.test_postgres_destination import (
     uid,
 )
 
+STAGE_MARKS_QUERY = (
+    "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class AS c JOIN pg_namespace AS n "
+    "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r' "
+    "AND left(obj_description(c.oid, 'pg_class'), %s) = %s"
+)
 PASSWORD = contract.register_secret("redshift-password-that-must-never-show")
 KEY_ID = contract.register_secret("AKIAREDSHIFTCOPY0001")
 SECRET = contract.register_secret("redshift-copy-secret-that-must-never-show")
@@ -435,6 +440,10 @@ def test_copy_mode_stages_parquet_with_a_manifest_and_sends_these_statements(buc
         "SELECT column_name, COALESCE(domain_name, data_type), character_maximum_length FROM "
         "information_schema.columns WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position"
     )
+    (comment,) = [q for q in fake.statements if q.startswith("COMMENT ON TABLE")]
+    mark = json.loads(comment.removeprefix(f"COMMENT ON TABLE {stage} IS 'batchexports-stage ").removesuffix("'"))
+    assert mark["export"] == run.batch_export_id
+    assert abs(dt.datetime.fromisoformat(mark["created"]) - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
     assert fake.statements == [
         "SET TIME ZONE 'UTC'",
         "SET statement_timeout TO 3600000",
@@ -445,8 +454,10 @@ def test_copy_mode_stages_parquet_with_a_manifest_and_sends_these_statements(buc
         'VARCHAR(65535), "team_id" BIGINT, "ip" VARCHAR(200), "site_url" VARCHAR(200), "timestamp" TIMESTAMPTZ, '
         '"person_id" VARCHAR(200), "person_properties" SUPER, "created_at" TIMESTAMPTZ, "_inserted_at" TIMESTAMPTZ)',
         schema_query,
+        STAGE_MARKS_QUERY,
         f"DROP TABLE IF EXISTS {stage}",
         f"CREATE TABLE {stage} (" + ", ".join(f'"{c}" {stage_types.get(c, "VARCHAR(65535)")}' for c in columns) + ")",
+        comment,
         f"COPY {stage} (" + ", ".join(f'"{c}"' for c in columns) + f") FROM '{folder}/manifest.json' "
         f"IAM_ROLE '{ROLE}' FORMAT AS PARQUET MANIFEST",
         f'DELETE FROM "public"."events" WHERE "uuid" IN (SELECT s."uuid" FROM {stage} AS s)',
@@ -527,3 +538,50 @@ def test_the_pipeline_exports_through_the_registry(pg, database, store):
     result = export(run_of(config), store)
     assert result.records_completed == 301
     assert pg.execute("SELECT count(*) FROM events").fetchone() == (301,)
+
+
+# -- stage tables a killed run left, on PostgreSQL ------------------------------------------------
+
+
+def leave_stage(pg: psycopg.Connection, name: str, export_id: str, age: dt.timedelta) -> None:
+    """A stage table as the sink creates it (CREATE TABLE, then its mark as the comment), `age` old."""
+    pg.execute(f'{redshift_sink.RedshiftDialect.stage_prefix} "public"."{name}" ("uuid" VARCHAR(200))')
+    mark = staging.stage_mark(export_id, created=dt.datetime.now(dt.UTC) - age)
+    pg.execute(f'COMMENT ON TABLE "public"."{name}" IS {literal(mark)}')
+
+
+def leftover_stages(pg: psycopg.Connection, config: dict[str, Any]) -> dict[str, str]:
+    """A killed run's stage of the export, a fresh one of a run in flight, another export's old one,
+    and a user's tables named like stages (one without a comment, one with a comment of its own)."""
+    names = {
+        "killed": stage_table_name(run_of(config, start=T0 - 5 * HOUR), "events"),
+        "in_flight": stage_table_name(run_of(config, start=T0 + HOUR), "events"),
+        "other_export": "events_stage_0123456789ab",
+        "user": "events_stage_mine",
+        "user_commented": "events_stage_notes",
+    }
+    export_id = run_of(config).batch_export_id
+    leave_stage(pg, names["killed"], export_id, dt.timedelta(hours=30))
+    leave_stage(pg, names["in_flight"], export_id, dt.timedelta(minutes=1))
+    leave_stage(pg, names["other_export"], "another-export", dt.timedelta(hours=30))
+    pg.execute(f'CREATE TABLE "public"."{names["user"]}" ("uuid" VARCHAR(200))')
+    pg.execute(f'CREATE TABLE "public"."{names["user_commented"]}" ("uuid" VARCHAR(200))')
+    pg.execute(f"""COMMENT ON TABLE "public"."{names["user_commented"]}" IS 'batchexports-stage, says my note'""")
+    return names
+
+
+def test_the_sweep_drops_only_the_exports_stale_stage_tables(pg, database):
+    config = redshift(database)
+    names = leftover_stages(pg, config)
+    dropped = RedshiftSink(config).drop_stale_stages(run_of(config).batch_export_id, dt.timedelta(hours=2))
+    assert dropped == [f'"public"."{names["killed"]}"']
+    assert tables(pg) == {names["in_flight"], names["other_export"], names["user"], names["user_commented"]}
+
+
+def test_the_next_run_drops_the_stage_a_killed_run_left_and_no_other_table(pg, database, store):
+    config = redshift(database)
+    names = leftover_stages(pg, config)
+    result = export_with(RedshiftSink(config), run_of(config), store)
+    assert result.records == 301
+    left = {"events", names["in_flight"], names["other_export"], names["user"], names["user_commented"]}
+    assert tables(pg) == left, "the run's own stage is dropped after its merge, the killed run's at its start"

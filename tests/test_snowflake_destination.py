@@ -2,8 +2,11 @@
 
 fakesnow runs the sink's real statements through the real `snowflake.connector` API: CREATE
 TABLE, `PUT file://… @%stage`, `COPY INTO … MATCH_BY_COLUMN_NAME`, `MERGE`, `PARSE_JSON` into
-VARIANT. What fakesnow cannot produce (a wrong password, a missing warehouse, Snowflake's 5xx),
-the classifier is tested on connector exceptions built here, as Snowflake raises them.
+VARIANT, table comments read back from `information_schema.tables` (the stage tables' marks).
+fakesnow ignores TRANSIENT and reports a fixed CREATED (1970): the sink compares the creation
+time written in the mark, on Snowflake too, never CREATED. What fakesnow cannot produce (a wrong
+password, a missing warehouse, Snowflake's 5xx), the classifier is tested on connector exceptions
+built here, as Snowflake raises them.
 """
 
 from __future__ import annotations
@@ -163,6 +166,15 @@ def test_the_load_goes_through_a_table_stage_and_leaves_no_stage_table(tmp_path,
     assert 'PARSE_JSON(s."properties")' in insert and "WHERE NOT EXISTS" in insert
     assert f"DROP TABLE IF EXISTS {stage}" in sent
     assert tables == ["events"], "the stage table is dropped after the load"
+    # Before the load, the export's stale stages are looked for; the stage carries the export's mark.
+    assert sent.index(
+        "SELECT table_name, comment FROM information_schema.tables WHERE table_schema = CURRENT_SCHEMA() "
+        "AND comment LIKE 'batchexports-stage %'"
+    ) < sent.index(put)
+    (create,) = [s for s in sent if s.startswith(f"CREATE OR REPLACE TRANSIENT TABLE {stage} (")]
+    mark = json.loads(create.split(" COMMENT = 'batchexports-stage ", 1)[1].removesuffix("'"))
+    assert mark["export"] == file_run(snowflake_config(), "Snowflake").batch_export_id
+    assert abs(dt.datetime.fromisoformat(mark["created"]) - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
 
 
 def test_persons_merge_keeps_the_newest_version_whatever_the_order(tmp_path, fake_snowflake):
@@ -374,3 +386,58 @@ def test_destination_test_step_explains_a_missing_database_without_secrets():
     assert result["status"] == "Failed"
     assert "Database 'analytics' does not exist" in result["message"]
     assert PASSWORD not in result["message"] and USER not in result["message"]
+
+
+# --- stage tables a killed run left ------------------------------------------------------------
+
+
+def leftover_stages(cursor: Any) -> dict[str, str]:
+    """A killed run's stage of the export, a fresh one of a run in flight, another export's old one,
+    all created as the sink creates them (`table_ddl(..., staged=True, mark=...)`), and a user's
+    tables named like stages: one without a comment, one with a comment of its own."""
+    from batchexports.destinations import snowflake_sink, staging
+
+    export_id = file_run(snowflake_config(), "Snowflake").batch_export_id
+    now = dt.datetime.now(dt.UTC)
+    names = {
+        "killed": snowflake_sink.stage_table_name(file_run(snowflake_config(), "Snowflake", start=T0 - 5 * HOUR)),
+        "in_flight": snowflake_sink.stage_table_name(file_run(snowflake_config(), "Snowflake", start=T0 + HOUR)),
+        "other_export": "BATCHEXPORTS_STAGE_0123456789ABCDEF0123",
+        "user": "BATCHEXPORTS_STAGE_MINE",
+        "user_commented": "BATCHEXPORTS_STAGE_NOTES",
+    }
+    schema = pa.schema([("uuid", pa.string())])
+    for key, owner, age in [
+        ("killed", export_id, dt.timedelta(hours=30)),
+        ("in_flight", export_id, dt.timedelta(minutes=1)),
+        ("other_export", "another-export", dt.timedelta(hours=30)),
+    ]:
+        cursor.execute(
+            snowflake_sink.table_ddl(names[key], schema, staged=True, mark=staging.stage_mark(owner, now - age))
+        )
+    cursor.execute(f'CREATE TABLE "{names["user"]}" ("uuid" STRING)')
+    cursor.execute(f"""CREATE TABLE "{names["user_commented"]}" ("uuid" STRING) COMMENT = 'batchexports-stage, mine'""")
+    return names
+
+
+def table_names(cursor: Any) -> set[str]:
+    cursor.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'POSTHOG'")
+    return {row[0] for row in cursor.fetchall()}
+
+
+def test_the_sweep_drops_only_the_exports_stale_stage_tables(fake_snowflake):
+    from batchexports.destinations.snowflake_sink import SnowflakeSink
+
+    names = leftover_stages(fake_snowflake)
+    export_id = file_run(snowflake_config(), "Snowflake").batch_export_id
+    dropped = SnowflakeSink(snowflake_config()).drop_stale_stages(export_id, dt.timedelta(hours=2))
+    assert dropped == [f'"{names["killed"]}"']
+    assert table_names(fake_snowflake) == {names[k] for k in ("in_flight", "other_export", "user", "user_commented")}
+
+
+def test_the_next_run_drops_the_stage_a_killed_run_left_and_no_other_table(tmp_path, fake_snowflake):
+    names = leftover_stages(fake_snowflake)
+    result = export(file_run(snowflake_config(), "Snowflake"), store_with(tmp_path, known_events(20)))
+    assert result.records_completed == 20
+    kept = {names[k] for k in ("in_flight", "other_export", "user", "user_commented")}
+    assert table_names(fake_snowflake) == kept | {"events"}

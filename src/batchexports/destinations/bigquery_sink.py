@@ -9,13 +9,18 @@ One run:
    `use_json_type`, else `STRING`; lists are `REPEATED` columns. An existing table keeps its
    schema: only the columns it has are written;
 3. the batches are written as zstd Parquet files in a local temporary folder (bounded parts);
-4. a stage table named after the run (expiring after a day, so a killed worker leaves nothing
-   for long) is re-created empty, and every file is loaded into it by a load job
-   (`source_format=PARQUET`, `WRITE_APPEND`); JSON travels as STRING in the stage table;
+4. this export's stage tables a killed run left are deleted (`drop_stale_stages`), then a stage
+   table named after the run (expiring after a day besides) is re-created empty, labelled with
+   the export and its creation time (`stage_labels`), and every file is loaded into it by a load
+   job (`source_format=PARQUET`, `WRITE_APPEND`); JSON travels as STRING in the stage table;
 5. one query job moves the stage into the destination: events `INSERT … SELECT` only uuids the
    table does not hold; persons and sessions `MERGE` on `(team_id, distinct_id)` and
    `(team_id, session_id)` where the incoming version is newer; `PARSE_JSON` for JSON columns;
 6. the stage table is deleted.
+
+Stage tables are found by their labels, which `tables.list` returns with every table (a
+description would need one `tables.get` per table): the next run of the export and the start-up
+sweep delete only tables labelled as this export's stage, created longer ago than any run lives.
 
 Errors are classified in `classify()`: a missing project, dataset or table, denied access,
 rejected credentials and invalid data or queries are `NonRetryableError`s naming what to fix;
@@ -32,6 +37,7 @@ import datetime as dt
 import functools
 import hashlib
 import logging
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -58,6 +64,31 @@ SECRET_FIELDS = ("private_key", "private_key_id")
 
 
 PARTITION_COLUMN = {"events": "timestamp"}
+
+
+# Label keys and values: lowercase letters, digits, `_` and `-`, at most 63 characters.
+STAGE_LABEL, CREATED_LABEL = "batchexports_stage", "batchexports_created"
+
+
+def label_value(text: str) -> str:
+    return re.sub(r"[^a-z0-9_-]", "_", text.lower())[:63]
+
+
+def stage_labels(export_id: str | None, created: dt.datetime | None = None) -> dict[str, str]:
+    """The labels of a stage table: whose it is and when it was created (Unix seconds)."""
+    created = created or dt.datetime.now(dt.UTC)
+    return {STAGE_LABEL: label_value(export_id or ""), CREATED_LABEL: str(int(created.timestamp()))}
+
+
+def is_stale(labels: Mapping[str, str], export_id: str, older_than: dt.timedelta) -> bool:
+    """Whether `labels` mark a stage table of `export_id` created more than `older_than` ago."""
+    if not export_id or labels.get(STAGE_LABEL) != label_value(export_id):
+        return False
+    try:
+        created = dt.datetime.fromtimestamp(int(labels[CREATED_LABEL]), dt.UTC)
+    except (KeyError, ValueError, OverflowError):
+        return False
+    return created < dt.datetime.now(dt.UTC) - older_than
 
 
 def quote(name: str) -> str:
@@ -244,6 +275,7 @@ class BigQuerySink:
         self.dataset = config["dataset_id"]
         self.table_id = config.get("table_id") or "events"
         self.use_json_type = bool(config.get("use_json_type"))
+        self.export_id: str | None = None  # of the export under way: named in its stage table's labels
 
     def ref(self, table_id: str) -> str:
         return f"{quote(self.project)}.{quote(self.dataset)}.{quote(table_id)}"
@@ -256,6 +288,7 @@ class BigQuerySink:
         progress: ProgressCallback | None,
         cancel: CancelToken | None,
     ) -> SinkResult:
+        self.export_id = run.batch_export_id
         with tempfile.TemporaryDirectory(prefix="batchexports-bigquery-") as folder:
             files, records, size = stage_parquet(Path(folder), batches, schema, progress, cancel)
             client = make_client(self.config)
@@ -265,6 +298,7 @@ class BigQuerySink:
                     self.check_dataset(client)
                     stage = stage_table_id(run, self.table_id)
                     merge = self.merge_sql(run.model, stage, schema, self.ensure_table(client, run.model, schema))
+                    staging.drop_stale_at_run_start(functools.partial(self.drop_stale, client), self.export_id)
                     try:
                         self.load_stage(client, stage, schema, files, cancel)
                         if progress:
@@ -279,6 +313,36 @@ class BigQuerySink:
         if progress:
             progress(Progress(records, size))
         return SinkResult(records, size, ())
+
+    def drop_stale_stages(self, export_id: str, older_than: dt.timedelta) -> list[str]:
+        """The start-up sweep of one export: delete its stage tables older than `older_than`."""
+        client = make_client(self.config)
+        try:
+            return self.drop_stale(client, export_id, older_than)
+        finally:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def drop_stale(self, client: Any, export_id: str, older_than: dt.timedelta) -> list[str]:
+        """Delete the dataset's tables labelled as stages of `export_id` created more than `older_than` ago."""
+        with classified(self.config, "dataset"):
+            stale = [
+                item.table_id
+                for item in client.list_tables(f"{self.project}.{self.dataset}")
+                if is_stale(item.labels or {}, export_id, older_than)
+            ]
+            for table_id in stale:
+                client.delete_table(f"{self.project}.{self.dataset}.{table_id}", not_found_ok=True)
+        return stale
+
+    def create_stage(self, client: Any, stage: str, fields: list[Any], created: dt.datetime | None = None) -> None:
+        """The empty stage table, labelled as this export's, expiring after `STAGE_EXPIRY` besides."""
+        from google.cloud import bigquery
+
+        table = bigquery.Table(f"{self.project}.{self.dataset}.{stage}", schema=fields)
+        table.expires = dt.datetime.now(dt.UTC) + STAGE_EXPIRY
+        table.labels = stage_labels(self.export_id, created)
+        client.create_table(table)
 
     def check_dataset(self, client: Any) -> None:
         with classified(self.config, "dataset"):
@@ -314,9 +378,7 @@ class BigQuerySink:
         fields = schema_fields(schema, self.use_json_type, staged=True)
         with classified(self.config, f"stage table '{stage}'"):
             client.delete_table(stage_ref, not_found_ok=True)
-            table = bigquery.Table(stage_ref, schema=fields)
-            table.expires = dt.datetime.now(dt.UTC) + STAGE_EXPIRY
-            client.create_table(table)
+            self.create_stage(client, stage, fields)
             for path in files:
                 if cancel:
                     cancel.raise_if_cancelled()

@@ -59,15 +59,16 @@ def _check_load(config: Mapping[str, Any]) -> None:
                 with databricks_sink.classified(config):
                     cursor = connection.cursor()
                     cursor.execute(sink.table_ddl(sink.ref(probe), batch.schema))
+                    stage = probe + "_stage"
                     try:
-                        stage = probe + "_stage"
                         sink.load_stage(cursor, stage, batch.schema, files)
                         target = sink.target_columns(cursor, probe)
                         cursor.execute(sink.merge_sql("events", stage, batch.schema, target))
                         cursor.execute(f"SELECT count(*) FROM {sink.ref(probe)}")
                         (count,) = cursor.fetchall()[0]
-                        sink.drop_stage(cursor, stage)
                     finally:
+                        with contextlib.suppress(Exception):  # the stage table is created before the volume
+                            sink.drop_stage(cursor, stage)
                         cursor.execute(f"DROP TABLE IF EXISTS {sink.ref(probe)}")
             finally:
                 with contextlib.suppress(Exception):

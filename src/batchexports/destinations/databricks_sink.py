@@ -10,7 +10,10 @@ One run:
    `use_variant_type`, else STRING; lists as ARRAY<STRING>), then `DESCRIBE TABLE` it;
 3. write the batches as zstd Parquet files in a local temporary folder (bounded parts), the
    only folder the connector may read for PUT (`staging_allowed_local_path`);
-4. `load_stage()`: a volume and a stage table named after the run are (re)created,
+4. this export's stage tables (and their volumes) a killed run left are dropped
+   (`drop_stale_stages`), then `load_stage()`: a stage table named after the run, its `COMMENT`
+   the stage mark (`staging.stage_mark`: the export and the creation time), and a volume of the
+   same name are (re)created, in that order so that a marked table covers every volume,
    `PUT '<file>' INTO '/Volumes/<catalog>/<schema>/<volume>/<file>' OVERWRITE` every file,
    then `COPY INTO` the stage table `FROM` the volume folder (`FILEFORMAT = PARQUET`);
 5. one `MERGE` from the stage table: events insert the uuids the table does not hold;
@@ -18,7 +21,9 @@ One run:
    only when the incoming version is newer. With `use_automatic_schema_evolution` it is
    `MERGE WITH SCHEMA EVOLUTION … UPDATE SET * / INSERT *`, so new columns are added to the
    table; without it, only the columns the table has are written;
-6. the stage table and the volume are dropped.
+6. the stage table and the volume are dropped. A killed run leaves both: the next run of the
+   export and the start-up sweep find the export's marked stage tables by their comment in the
+   catalog's `information_schema.tables` and drop those older than any run lives, with their volume.
 
 Errors are classified in `classify()`: rejected client credentials, a missing catalog, schema
 or warehouse, missing privileges and values that do not fit a column are `NonRetryableError`s;
@@ -31,6 +36,7 @@ Neither `client_id` nor `client_secret` ever appears in a message.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import hashlib
 import logging
@@ -62,6 +68,11 @@ SECRET_FIELDS = ("client_id", "client_secret")
 
 def quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
+
+
+def string(text: str) -> str:
+    """A Databricks SQL string literal (backslash is an escape character in them)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def stage_name(run: ExportRun) -> str:
@@ -283,6 +294,28 @@ class DatabricksSink:
         self.table_name = config["table_name"]
         self.use_variant = bool(config.get("use_variant_type", True))
         self.evolve = bool(config.get("use_automatic_schema_evolution", True))
+        self.export_id: str | None = None  # of the export under way: named in its stage table's mark
+
+    def drop_stale_stages(self, export_id: str, older_than: dt.timedelta) -> list[str]:
+        """The start-up sweep of one export: drop its stage tables (and volumes) older than `older_than`."""
+        connection = connect(self.config)
+        try:
+            with classified(self.config):
+                return self.drop_stale(connection.cursor(), export_id, older_than)
+        finally:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    def drop_stale(self, cursor: Any, export_id: str, older_than: dt.timedelta) -> list[str]:
+        """Drop the schema's tables marked as stages of `export_id` created more than `older_than` ago."""
+        cursor.execute(
+            f"SELECT table_name, comment FROM {quote(self.catalog)}.information_schema.tables "
+            f"WHERE table_schema = {string(self.schema.lower())} AND comment LIKE {string(staging.STAGE_MARK + '%')}"
+        )
+        stale = [str(name) for name, comment in cursor.fetchall() if staging.is_stale(comment, export_id, older_than)]
+        for name in stale:
+            self.drop_stage(cursor, name)
+        return stale
 
     def ref(self, name: str) -> str:
         return f"{quote(self.catalog)}.{quote(self.schema)}.{quote(name)}"
@@ -299,6 +332,7 @@ class DatabricksSink:
         progress: ProgressCallback | None,
         cancel: CancelToken | None,
     ) -> SinkResult:
+        self.export_id = run.batch_export_id
         with tempfile.TemporaryDirectory(prefix="batchexports-databricks-") as folder:
             files, records, size = stage_parquet(Path(folder), batches, schema, progress, cancel)
             connection = connect(self.config, Path(folder))
@@ -309,6 +343,7 @@ class DatabricksSink:
                     cursor.execute(self.table_ddl(self.ref(self.table_name), schema))
                     stage = stage_name(run)
                     merge = self.merge_sql(run.model, stage, schema, self.target_columns(cursor, self.table_name))
+                    staging.drop_stale_at_run_start(functools.partial(self.drop_stale, cursor), self.export_id)
                     try:
                         self.load_stage(cursor, stage, schema, files, cancel)
                         if progress:
@@ -324,10 +359,12 @@ class DatabricksSink:
             progress(Progress(records, size))
         return SinkResult(records, size, ())
 
-    def table_ddl(self, ref: str, schema: pa.Schema, staged: bool = False) -> str:
+    def table_ddl(self, ref: str, schema: pa.Schema, staged: bool = False, mark: str | None = None) -> str:
+        """The destination table's DDL, or (`staged`) the stage table's, commented with its stage `mark`."""
         columns = ", ".join(f"{quote(f.name)} {column_type(f, self.use_variant, staged)}" for f in schema)
         if staged:
-            return f"CREATE OR REPLACE TABLE {ref} ({columns})"
+            comment = f" COMMENT {string(mark)}" if mark else ""
+            return f"CREATE OR REPLACE TABLE {ref} ({columns}){comment}"
         return f"CREATE TABLE IF NOT EXISTS {ref} ({columns})"
 
     def target_columns(self, cursor: Any, table: str) -> dict[str, str]:
@@ -344,13 +381,13 @@ class DatabricksSink:
     def load_stage(
         self, cursor: Any, stage: str, schema: pa.Schema, files: list[Path], cancel: CancelToken | None = None
     ) -> None:
-        """(Re)create the volume and the stage table, PUT the files into the volume, COPY them in."""
+        """(Re)create the marked stage table and its volume, PUT the files into the volume, COPY them in."""
+        cursor.execute(self.table_ddl(self.ref(stage), schema, staged=True, mark=staging.stage_mark(self.export_id)))
         cursor.execute(f"CREATE VOLUME IF NOT EXISTS {self.ref(stage)}")
         for path in files:
             if cancel:
                 cancel.raise_if_cancelled()
             cursor.execute(f"PUT '{path.as_posix()}' INTO '{self.volume_path(stage, path.name)}' OVERWRITE")
-        cursor.execute(self.table_ddl(self.ref(stage), schema, staged=True))
         cursor.execute(
             f"COPY INTO {self.ref(stage)} FROM '{self.volume_path(stage)}' FILEFORMAT = PARQUET "
             "FORMAT_OPTIONS ('mergeSchema' = 'false') COPY_OPTIONS ('force' = 'true', 'mergeSchema' = 'false')"

@@ -59,7 +59,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import json
 import logging
 import os
 import queue
@@ -79,6 +78,7 @@ from batchexports.core import watchdog
 from batchexports.core.errors import DestinationError, NonRetryableError, RetryableError
 from batchexports.core.model_rules import JSON_COLUMNS, MODEL_RULES, ModelRules
 from batchexports.core.run import CancelToken, ExportRun, Progress, ProgressCallback
+from batchexports.destinations import staging
 from batchexports.destinations.base import SinkResult
 
 logger = logging.getLogger(__name__)
@@ -737,50 +737,31 @@ def stage_table_name(run: ExportRun, table: str) -> str:
     return head + suffix
 
 
-STAGE_COMMENT = "batchexports-stage "
-# No attempt of a run lives longer than the longest run timeout: a stage this old is nobody's.
-STALE_STAGE_AGE = dt.timedelta(hours=24)
-
-
-def stage_comment(export_id: str | None) -> str:
-    """The comment on a stage segment: whose it is and when it was created, for the sweep of stale ones."""
-    return STAGE_COMMENT + json.dumps({"export": export_id, "created": dt.datetime.now(dt.UTC).isoformat()})
+STAGE_COMMENT = staging.STAGE_MARK
+STALE_STAGE_AGE = staging.STALE_STAGE_AGE
+stage_comment = staging.stage_mark
 
 
 def stale_stages(cursor: Any, schema: str, export_id: str, older_than: dt.timedelta) -> list[str]:
-    """Qualified names of the stage segments of `export_id` in `schema` created more than `older_than` ago."""
+    """Qualified names of the stage tables (segments) of `export_id` in `schema` created more than `older_than` ago.
+
+    `obj_description` reads the table's comment on PostgreSQL and on Redshift alike."""
     cursor.execute(
         "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class AS c "
         "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r' "
         "AND left(obj_description(c.oid, 'pg_class'), %s) = %s",
         (schema, len(STAGE_COMMENT), STAGE_COMMENT),
     )
-    cutoff = dt.datetime.now(dt.UTC) - older_than
-    stale = []
-    for name, comment in cursor.fetchall():
-        try:
-            owner = json.loads(comment[len(STAGE_COMMENT) :])
-            created = dt.datetime.fromisoformat(owner["created"])
-        except (ValueError, KeyError, TypeError):
-            continue
-        if owner.get("export") == export_id and created < cutoff:
-            stale.append(qualified(schema, name))
-    return stale
+    return [
+        qualified(schema, name)
+        for name, comment in cursor.fetchall()
+        if staging.is_stale(comment, export_id, older_than)
+    ]
 
 
-def drop_stale_stages(sink: PostgresSink, export_id: str, older_than: dt.timedelta) -> list[str]:
-    """The start-up sweep of one export: drop its stage segments older than `older_than`."""
-    schema = str(sink.config.get("schema") or "public")
-    connection = sink.connect()
-    try:
-        with sink.translated("dropping stale stage tables"):
-            stale = stale_stages(connection.cursor(), schema, export_id, older_than)
-            if stale:
-                connection.execute(f"DROP TABLE IF EXISTS {', '.join(stale)}")
-            connection.commit()
-        return stale
-    finally:
-        connection.close()
+def drop_stale_stages(sink: StagedSink, export_id: str, older_than: dt.timedelta) -> list[str]:
+    """The start-up sweep of one export: drop its stage tables older than `older_than`."""
+    return sink.drop_stale_stages(export_id, older_than)
 
 
 def plan_load(
@@ -1275,9 +1256,31 @@ class StagedSink:
         cursor.execute(f"CREATE TABLE IF NOT EXISTS {qualified(schema_name, table)} ({', '.join(columns)})")
 
     def create_stage(self, cursor: Any, plan: LoadPlan) -> None:
+        """Drop the stage an earlier attempt of this run left, and this export's stages of other intervals
+        older than any attempt lives (runs killed and never retried); create the stage, marked as ours."""
+        stale = [plan.stage]
+        if self.export_id:
+            stale += [
+                name for name in stale_stages(cursor, plan.schema, self.export_id, STALE_STAGE_AGE) if name not in stale
+            ]
+        cursor.execute(f"DROP TABLE IF EXISTS {', '.join(stale)}")
         columns = ", ".join(f"{ident(c.name)} {c.ddl}" for c in plan.stage_columns)
-        cursor.execute(f"DROP TABLE IF EXISTS {plan.stage}")  # left by an earlier attempt of this run
         cursor.execute(f"{self.dialect.stage_prefix} {plan.stage} ({columns})")
+        cursor.execute(f"COMMENT ON TABLE {plan.stage} IS {literal(stage_comment(self.export_id))}")
+
+    def drop_stale_stages(self, export_id: str, older_than: dt.timedelta) -> list[str]:
+        """The start-up sweep of one export: drop its stage tables older than `older_than`."""
+        schema = str(self.config.get("schema") or "public")
+        connection = self.connect()
+        try:
+            with self.translated("dropping stale stage tables"):
+                stale = stale_stages(connection.cursor(), schema, export_id, older_than)
+                if stale:
+                    connection.execute(f"DROP TABLE IF EXISTS {', '.join(stale)}")
+                connection.commit()
+            return stale
+        finally:
+            connection.close()
 
     def drop_stage(self, connection: Any, plan: LoadPlan) -> None:
         try:

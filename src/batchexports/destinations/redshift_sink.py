@@ -22,6 +22,11 @@ What differs from PostgreSQL:
   instead; a truncated JSON document is not JSON any more and its data is silently lost, so
   this sink stops and says what to change instead.
 
+The stage table is marked as PostgreSQL's segments are: its comment (`COMMENT ON TABLE`, read back
+with `obj_description`, which Redshift has too) names the export and the creation time, and the
+run's start drops the export's marked stages older than any run lives, as does the start-up sweep
+(`drop_stale_stages`), never a table without the mark.
+
 Credentials (the user's password and the AWS keys of `copy_inputs`) are only ever part of the
 statements sent to Redshift; they are scrubbed from every error message and never logged.
 """

@@ -9,14 +9,18 @@ One run:
    then read its columns: only the columns both sides have are written, so a table created
    by PostHog or by hand keeps working;
 3. write the batches as zstd Parquet files in a local temporary folder (bounded parts);
-4. `load_stage()`: `CREATE OR REPLACE TEMPORARY TABLE` a stage table named after the run,
-   `PUT file://… @%stage/…` every file into that table's own stage, and
+4. drop this export's stage tables a killed run left (`drop_stale_stages`), then `load_stage()`:
+   `CREATE OR REPLACE TRANSIENT TABLE` a stage table named after the run, its `COMMENT` the
+   stage mark (`staging.stage_mark`: the export and the creation time), `PUT file://… @%stage/…`
+   every file into that table's own stage, and
    `COPY INTO stage … MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE PURGE = TRUE`;
 5. one statement from the stage table into the destination: events insert only the uuids the
    table does not hold yet; persons and sessions `MERGE` on `(team_id, distinct_id)` and
    `(team_id, session_id)`, updating a row only when the incoming version is newer
    (`person_version`/`person_distinct_id_version`; `_inserted_at` for sessions);
-6. drop the stage table (temporary anyway: a killed worker leaves nothing behind).
+6. drop the stage table. A TRANSIENT table outlives the session, so a killed worker leaves it:
+   the next run of the export and the start-up sweep drop the export's marked stage tables older
+   than any run lives, found by their comment in `INFORMATION_SCHEMA.TABLES`.
 
 JSON columns travel as text in the stage table and become VARIANT through `PARSE_JSON` in
 step 5, inside a `USING (SELECT …)` subquery so the MERGE's own clauses only name columns.
@@ -32,6 +36,7 @@ whose message names what to fix; dropped connections, timeouts and Snowflake's 5
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import hashlib
 import logging
@@ -68,6 +73,11 @@ _PLAIN_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 def quote(name: str) -> str:
     """A case-sensitive Snowflake identifier."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def string(text: str) -> str:
+    """A Snowflake string literal (backslash is an escape character in them)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def object_name(name: str) -> str:
@@ -283,11 +293,32 @@ def column_type(field: pa.Field, staged: bool = False) -> str:
     return "STRING"
 
 
-def table_ddl(name: str, schema: pa.Schema, staged: bool = False) -> str:
+def table_ddl(name: str, schema: pa.Schema, staged: bool = False, mark: str | None = None) -> str:
+    """The destination table's DDL, or (`staged`) the stage table's, commented with its stage `mark`."""
     columns = ", ".join(f"{quote(f.name)} {column_type(f, staged)}" for f in schema)
     if staged:
-        return f"CREATE OR REPLACE TRANSIENT TABLE {name} ({columns})"
+        comment = f" COMMENT = {string(mark)}" if mark else ""
+        return f"CREATE OR REPLACE TRANSIENT TABLE {name} ({columns}){comment}"
     return f"CREATE TABLE IF NOT EXISTS {name} ({columns})"
+
+
+STAGE_TABLES_SQL = (
+    "SELECT table_name, comment FROM information_schema.tables WHERE table_schema = CURRENT_SCHEMA() "
+    f"AND comment LIKE {string(staging.STAGE_MARK + '%')}"
+)
+
+
+def stale_stages(cursor: Any, export_id: str, older_than: dt.timedelta) -> list[str]:
+    """The stage tables of `export_id` in the connection's schema created more than `older_than` ago."""
+    cursor.execute(STAGE_TABLES_SQL)
+    return [quote(name) for name, comment in cursor.fetchall() if staging.is_stale(comment, export_id, older_than)]
+
+
+def drop_stale(cursor: Any, export_id: str, older_than: dt.timedelta) -> list[str]:
+    stale = stale_stages(cursor, export_id, older_than)
+    for name in stale:
+        cursor.execute(f"DROP TABLE IF EXISTS {name}")
+    return stale
 
 
 def _as_json_text(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> tuple[Iterator[pa.RecordBatch], pa.Schema]:
@@ -330,6 +361,17 @@ class SnowflakeSink:
     def __init__(self, config: Mapping[str, Any]):
         self.config = config
         self.table = quote(config.get("table_name") or "events")
+        self.export_id: str | None = None  # of the export under way: named in its stage table's mark
+
+    def drop_stale_stages(self, export_id: str, older_than: dt.timedelta) -> list[str]:
+        """The start-up sweep of one export: drop its stage tables older than `older_than`."""
+        connection = connect(self.config)
+        try:
+            with classified(self.config):
+                return drop_stale(connection.cursor(), export_id, older_than)
+        finally:
+            with contextlib.suppress(Exception):
+                connection.close()
 
     def export(
         self,
@@ -339,6 +381,7 @@ class SnowflakeSink:
         progress: ProgressCallback | None,
         cancel: CancelToken | None,
     ) -> SinkResult:
+        self.export_id = run.batch_export_id
         batches, staged_schema = _as_json_text(batches, schema)
         with tempfile.TemporaryDirectory(prefix="batchexports-snowflake-") as folder:
             files, records, size = stage_parquet(Path(folder), batches, staged_schema, progress, cancel)
@@ -350,6 +393,7 @@ class SnowflakeSink:
                     cursor.execute(table_ddl(self.table, schema))
                     stage = stage_table_name(run)
                     merge = self.merge_sql(run.model, stage, schema, self.target_columns(cursor))
+                    staging.drop_stale_at_run_start(functools.partial(drop_stale, cursor), self.export_id)
                     try:
                         self.load_stage(cursor, stage, staged_schema, files, progress, cancel, Progress(records, size))
                         cursor.execute(merge)
@@ -379,7 +423,7 @@ class SnowflakeSink:
         totals: Progress | None = None,
     ) -> None:
         """Create the stage table, PUT the files into its table stage, and COPY them in."""
-        cursor.execute(table_ddl(stage, staged_schema, staged=True))
+        cursor.execute(table_ddl(stage, staged_schema, staged=True, mark=staging.stage_mark(self.export_id)))
         folder = "batchexports"
         for path in files:
             if cancel:

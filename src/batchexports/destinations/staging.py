@@ -1,6 +1,11 @@
 """What the warehouses that load staged files share (Snowflake's table stage, BigQuery load jobs,
-Databricks volumes): the keys and version columns each model merges on, which columns hold JSON,
-and staging record batches as local Parquet files.
+Databricks volumes): which columns hold JSON, staging record batches as local Parquet files, and
+the mark every stage table carries.
+
+The mark (`stage_mark()`, a table comment where the engine has one) names the export that created
+the stage table and when: a run killed before it dropped its stage leaves a table only the mark
+tells apart from a user's table of a similar name, so only marked tables of the export, older than
+any attempt of a run lives, are ever dropped (`is_stale()`).
 
 Files are zstd Parquet parts of bounded size, so memory stays bounded by one part's buffers, and
 progress and cancellation are honoured between batches, as in the file exporter.
@@ -8,7 +13,10 @@ progress and cancellation are honoured between batches, as in the file exporter.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +26,13 @@ from batchexports.core.model_rules import JSON_COLUMNS
 from batchexports.core.run import CancelToken, Progress, ProgressCallback
 from batchexports.pipeline.writers import ParquetWriter
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_PART_BYTES = 128 * 1024 * 1024
+
+STAGE_MARK = "batchexports-stage "
+# No attempt of a run lives longer than the longest run timeout: a stage this old is nobody's.
+STALE_STAGE_AGE = dt.timedelta(hours=24)
 
 
 def is_json(field: pa.Field) -> bool:
@@ -73,3 +87,36 @@ def stage_parquet(
     if cancel:
         cancel.raise_if_cancelled()
     return files, records, total
+
+
+def stage_mark(export_id: str | None, created: dt.datetime | None = None) -> str:
+    """The comment on a stage table: whose it is and when it was created, for the sweep of stale ones."""
+    created = created or dt.datetime.now(dt.UTC)
+    return STAGE_MARK + json.dumps({"export": export_id, "created": created.isoformat()})
+
+
+def is_stale(mark: str | None, export_id: str, older_than: dt.timedelta) -> bool:
+    """Whether `mark` is the stage mark of `export_id` from more than `older_than` ago; False for
+    any other comment (a user's table) and for a mark that cannot be read."""
+    if not mark or not mark.startswith(STAGE_MARK):
+        return False
+    try:
+        owner = json.loads(mark[len(STAGE_MARK) :])
+        created = dt.datetime.fromisoformat(owner["created"])
+    except (ValueError, KeyError, TypeError):
+        return False
+    if created.tzinfo is None:
+        return False
+    return owner.get("export") == export_id and created < dt.datetime.now(dt.UTC) - older_than
+
+
+def drop_stale_at_run_start(drop: Callable[[str, dt.timedelta], list[str]], export_id: str | None) -> list[str]:
+    """At a run's start, `drop(export_id, STALE_STAGE_AGE)`. Cleaning never fails a run: a failure is
+    logged (by its type: a driver's message may hold a secret) and the next run or sweep tries again."""
+    if not export_id:
+        return []
+    try:
+        return drop(export_id, STALE_STAGE_AGE)
+    except Exception as error:
+        logger.warning("could not drop the stale stage tables of export %s: %s", export_id, type(error).__name__)
+        return []

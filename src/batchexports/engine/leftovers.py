@@ -1,10 +1,12 @@
-"""The start-up sweep: what runs interrupted before this start left in file destinations.
+"""The start-up sweep: what runs interrupted before this start left in their destinations.
 
 `start_sweep()` (called once the worker reconciles) walks every live export in a thread of its own,
 so a slow or unreachable destination never delays the worker, and removes, under each export's
 prefix, temporary files of dead writers (local folder) and multipart uploads older than the
-export's run timeout (S3), and PostgreSQL stage tables the export created longer ago than that: no
-attempt of any interval lives longer, so none of them is in flight.
+export's run timeout (S3), and the stage tables the export created longer ago than that in a
+warehouse (every sink with a `drop_stale_stages(export_id, older_than)` method: PostgreSQL,
+Redshift, Snowflake, BigQuery, Databricks): no attempt of any interval lives longer, so none of
+them is in flight. It never names a warehouse: the registry builds the sink.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from django.db import connection
 
 from batchexports.core.intervals import run_timeout
+from batchexports.destinations import registry
 from batchexports.exports.models import BatchExport
 from batchexports.pipeline.leftovers import sweep_files
 
@@ -38,19 +41,25 @@ def _file_store(destination_type: str, config: Mapping[str, Any]) -> Any:
     return None
 
 
+def _stage_sweeper(destination_type: str, config: Mapping[str, Any]) -> Any:
+    """The sink's `drop_stale_stages` when the destination stages tables, else None."""
+    try:
+        factory = registry.get(destination_type).sink_factory
+    except KeyError:
+        return None
+    return getattr(factory(config), "drop_stale_stages", None) if factory else None
+
+
 def sweep() -> int:
-    """Sweep every live export's file destination; the number of leftovers removed."""
+    """Sweep every live export's destination; the number of leftovers removed."""
     removed = 0
     for batch_export in BatchExport.objects.filter(deleted=False).select_related("destination"):
         destination = batch_export.destination
         try:
             config = destination.full_config()
-            if destination.type == "Postgres":
-                from batchexports.destinations.postgres_sink import PostgresSink, drop_stale_stages
-
-                removed += len(
-                    drop_stale_stages(PostgresSink(config), str(batch_export.id), run_timeout(batch_export.interval))
-                )
+            drop_stale_stages = _stage_sweeper(destination.type, config)
+            if drop_stale_stages is not None:
+                removed += len(drop_stale_stages(str(batch_export.id), run_timeout(batch_export.interval)))
                 continue
             store = _file_store(destination.type, config)
             if store is not None:
