@@ -46,7 +46,8 @@ POSTGRES_SUITES = tests/test_accounts.py tests/test_auth_and_scopes.py tests/tes
 	tests/test_batch_export_validation.py tests/test_runs_api.py tests/test_backfills_api.py \
 	tests/test_logs_and_metrics.py tests/test_destination_tests_api.py tests/test_capture.py \
 	tests/test_persons.py tests/test_hogql_exports.py tests/test_engine.py \
-	tests/test_account_routes.py tests/test_run_history.py tests/test_destination_secrets_api.py
+	tests/test_account_routes.py tests/test_run_history.py tests/test_destination_secrets_api.py \
+	tests/test_capture_encodings.py tests/test_sdk_startup.py
 
 test-postgres: install-test
 	@if $(BIN)/python -c "import psycopg,sys; psycopg.connect('$(TEST_POSTGRES_URL)', connect_timeout=3).close()" 2>/dev/null; then \

@@ -193,6 +193,8 @@ def decode_body(
         after = f"after {' and '.join(peeled)} decoding, "
     elif hint == "gzip":
         after = "compression is gzip but the body has no gzip header, and "
+    elif hint == "base64":
+        after = "compression is base64 but the body is not valid base64, and "
     elif unknown:
         after = f"compression '{unknown}' is not one PostHog's SDKs use (gzip, gzip-js, lz64, base64), and "
     else:
