@@ -27,7 +27,7 @@ import pytest
 from django.test import Client
 from lzstring import LZString
 
-from batchexports.events import capture
+from batchexports.capture import views as capture
 from tests.test_capture import rows
 
 LZ_STRING = Path(__file__).resolve().parents[1] / "node_modules" / "lz-string"

@@ -25,7 +25,7 @@ from urllib.parse import quote
 import pytest
 from django.test import Client
 
-from batchexports.events.sdk_http import INVALID_TOKEN_DETAIL
+from batchexports.capture.sdk_http import INVALID_TOKEN_DETAIL
 
 ORIGIN = "https://shop.example"
 SDK_VERSION = importlib.metadata.version("posthog")
