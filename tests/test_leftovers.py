@@ -179,8 +179,9 @@ def test_stale_postgres_stage_tables_of_the_export_are_dropped_and_no_others():
 
 @pytest.mark.django_db
 def test_the_start_up_sweep_walks_every_live_export_and_removes_dead_temporary_files(project, tmp_path, monkeypatch):
-    from batchexports.engine import leftovers as startup
     from batchexports.exports.models import BatchExport, BatchExportDestination
+    from batchexports.exports.run_book import live_exports
+    from batchexports.pipeline import startup_sweep as startup
 
     monkeypatch.setenv("BATCHEXPORTS_EXPORT_DIR", str(tmp_path / "exports"))
     folder = tmp_path / "exports" / "acme"
@@ -200,7 +201,7 @@ def test_the_start_up_sweep_walks_every_live_export_and_removes_dead_temporary_f
     )
     BatchExport.objects.create(team=project, name="broken", destination=broken)
     assert dead.exists()
-    assert startup.sweep() == 1
+    assert startup.sweep(live_exports) == 1
     assert not dead.exists()
 
 
@@ -265,8 +266,9 @@ def test_the_start_up_sweep_drops_stale_stage_tables_through_each_warehouses_sin
 
     from batchexports.destinations import bigquery_sink, databricks_sink, snowflake_sink, staging
     from batchexports.destinations.postgres_sink import literal
-    from batchexports.engine import leftovers as startup
     from batchexports.exports.models import BatchExport, BatchExportDestination
+    from batchexports.exports.run_book import live_exports
+    from batchexports.pipeline import startup_sweep as startup
     from tests import test_bigquery_destination as bq
     from tests import test_databricks_destination as dbx
     from tests import test_redshift_destination as rs
@@ -318,7 +320,7 @@ def test_the_start_up_sweep_drops_stale_stage_tables_through_each_warehouses_sin
         client.create_table(bigquery.Table(f"{bq.PROJECT}.{bq.DATASET}.events_stage_user", schema=fields))
         dbx_cursor.execute(f"CREATE TABLE {dbx_sink.ref('batchexports_stage_user')} (`uuid` STRING)")
 
-        assert startup.sweep() == 4
+        assert startup.sweep(live_exports) == 4
         assert sf.table_names(cursor) == {"BATCHEXPORTS_STAGE_1", "BATCHEXPORTS_STAGE_2", "BATCHEXPORTS_STAGE_USER"}
     assert rs.tables(pg) == {"ev_stage_new", "ev_stage_other", "ev_stage_user"}
     assert set(fake_bq.tables) == {"posthog.events_stage_1", "posthog.events_stage_2", "posthog.events_stage_user"}

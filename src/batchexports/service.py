@@ -117,10 +117,11 @@ class BackgroundWorker:
                 raise RuntimeError("the worker stopped before it started polling")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the worker did not start polling within {ready_timeout:.0f} s")
-        from batchexports.engine import leftovers
+        from batchexports.exports.run_book import live_exports
+        from batchexports.pipeline.startup_sweep import start_sweep
 
         # Reconciled and polling: remove what runs interrupted before this start left, in the background.
-        leftovers.start_sweep()
+        start_sweep(live_exports)
 
     def request_stop(self) -> None:
         """Stop polling now; running activities get the grace period (Temporal's shutdown)."""

@@ -32,6 +32,16 @@ class ExportRun:
         return self.model
 
 
+@dataclass(frozen=True)
+class LiveExport:
+    """An export that is not deleted, as the start-up sweep of its destination needs it."""
+
+    batch_export_id: str
+    interval: str
+    destination_type: str
+    destination_config: Mapping[str, Any]  # secrets included: never log it
+
+
 @dataclass
 class Progress:
     """Running totals a progress callback receives (the engine heartbeats them)."""

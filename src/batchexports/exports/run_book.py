@@ -18,7 +18,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from batchexports.core.intervals import run_timeout, split_offset
-from batchexports.core.run import ExportRun
+from batchexports.core.run import ExportRun, LiveExport
 from batchexports.engine.inputs import FinishRunInput
 from batchexports.engine.run_book import (
     BackfillStart,
@@ -359,3 +359,15 @@ class DjangoRunBook:
             deleted_ids={str(i) for i in BatchExport.objects.filter(deleted=True).values_list("id", flat=True)},
             active_backfill_ids=[str(i) for i in active.values_list("id", flat=True)],
         )
+
+
+def live_exports() -> list[LiveExport]:
+    """Every export that is not deleted, with its destination's full config, for the start-up sweep.
+    Called from the sweep's own thread: its connection is closed before it returns."""
+    try:
+        return [
+            LiveExport(str(be.id), be.interval, be.destination.type, be.destination.full_config())
+            for be in BatchExport.objects.filter(deleted=False).select_related("destination")
+        ]
+    finally:
+        connection.close()

@@ -1,6 +1,7 @@
 """The start-up sweep: what runs interrupted before this start left in their destinations.
 
-`start_sweep()` (called once the worker reconciles) walks every live export in a thread of its own,
+`start_sweep(live_exports)` (called by the composition root once the worker reconciles, with the
+run book's `live_exports`) walks every live export in a thread of its own,
 so a slow or unreachable destination never delays the worker, and removes, under each export's
 prefix, temporary files of dead writers (local folder) and multipart uploads older than the
 export's run timeout (S3), and the stage tables the export created longer ago than that in a
@@ -13,14 +14,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from django.db import connection
-
 from batchexports.core.intervals import run_timeout
+from batchexports.core.run import LiveExport
 from batchexports.destinations import registry
-from batchexports.exports.models import BatchExport
 from batchexports.pipeline.leftovers import sweep_files
 
 logger = logging.getLogger(__name__)
@@ -50,36 +49,35 @@ def _stage_sweeper(destination_type: str, config: Mapping[str, Any]) -> Any:
     return getattr(factory(config), "drop_stale_stages", None) if factory else None
 
 
-def sweep() -> int:
+def sweep(live_exports: Callable[[], list[LiveExport]]) -> int:
     """Sweep every live export's destination; the number of leftovers removed."""
     removed = 0
-    for batch_export in BatchExport.objects.filter(deleted=False).select_related("destination"):
-        destination = batch_export.destination
+    for export in live_exports():
+        config, older_than = export.destination_config, run_timeout(export.interval)
         try:
-            config = destination.full_config()
-            drop_stale_stages = _stage_sweeper(destination.type, config)
+            drop_stale_stages = _stage_sweeper(export.destination_type, config)
             if drop_stale_stages is not None:
-                removed += len(drop_stale_stages(str(batch_export.id), run_timeout(batch_export.interval)))
+                removed += len(drop_stale_stages(export.batch_export_id, older_than))
                 continue
-            store = _file_store(destination.type, config)
+            store = _file_store(export.destination_type, config)
             if store is not None:
-                removed += len(sweep_files(store, str(config.get("prefix") or ""), run_timeout(batch_export.interval)))
+                removed += len(sweep_files(store, str(config.get("prefix") or ""), older_than))
         except Exception as error:  # one export's destination must not stop the sweep of the others
-            logger.warning("leftover sweep of export %s failed: %s: %s", batch_export.id, type(error).__name__, error)
+            logger.warning(
+                "leftover sweep of export %s failed: %s: %s", export.batch_export_id, type(error).__name__, error
+            )
     logger.info("leftover sweep: %d removed", removed)
     return removed
 
 
-def _sweep_in_thread() -> None:
+def _sweep_in_thread(live_exports: Callable[[], list[LiveExport]]) -> None:
     try:
-        sweep()
+        sweep(live_exports)
     except Exception as error:
         logger.warning("leftover sweep failed: %s: %s", type(error).__name__, error)
-    finally:
-        connection.close()
 
 
-def start_sweep() -> threading.Thread:
-    thread = threading.Thread(target=_sweep_in_thread, name="leftover-sweep", daemon=True)
+def start_sweep(live_exports: Callable[[], list[LiveExport]]) -> threading.Thread:
+    thread = threading.Thread(target=_sweep_in_thread, args=(live_exports,), name="leftover-sweep", daemon=True)
     thread.start()
     return thread
