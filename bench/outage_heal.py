@@ -20,6 +20,36 @@ the Completed of the last interval that had ended by the restart. Failed attempt
 the export's logs (`Attempt N failed, retrying at …`) and in the statuses `/runs/` showed.
 
     .venv/bin/python bench/outage_heal.py [--outage-seconds 600] [--rate 20] [--after-seconds 30]
+
+Measured on 2026-12-03 (2 shared cores, PostgreSQL 15, Python 3.11), `--outage-seconds 600`, 16.6 min
+in all. The run of 12:05-12:10 failed 6 attempts (the policy puts them at +0, 10, 30, 70, 150 and 310 s)
+and completed at 12:20:14, 14 s after the restart, with the 7th (due at +610 s); the run of 12:10-12:15,
+buffered behind it, followed at once. The heal time's 28 s is that of 12:15-12:20, whose scheduled run
+(due at 12:20 plus its jitter) came after the restart; the header line is wrapped here:
+
+    outage heal, started 2026-12-03 12:08 UTC, 20 events/s through /batch/, interval 'every 5 minutes',
+    default retry window; load average now 0.02
+                                                           outage   baseline
+    destination down (s)                                      600          -
+    5-minute intervals with events                              4          4
+      of which Completed                                        4          4
+      due by the restart, not exported at the stop              3          0
+    runs (rows in /runs/)                                       4          4
+      seen FailedRetryable in /runs/                            1          0
+      Failed                                                    0          0
+    failed attempts (logs: 'failed, retrying')                  6          0
+    heal: restart -> all due intervals Completed (s)           28          -
+    max lag: interval end -> Completed (s)                    614         22
+    rows expected (captured, acknowledged)                  19140      19140
+    rows exported (destination table)                       19140      19140
+    rows lost (expected uuid missing)                           0          0
+    rows duplicated (uuid count > 1)                            0          0
+    rows not captured by us (unexpected uuid)                   0          0
+    per interval: Completed at (seconds after the interval's end), records
+      12:05-12:10  outage  +614 s  1180   baseline   +22 s  1180
+      12:10-12:15  outage  +314 s  6000   baseline    +5 s  6000
+      12:15-12:20  outage   +29 s  6000   baseline   +14 s  6000
+      12:20-12:25  outage   +19 s  5960   baseline   +17 s  5960
 """
 
 from __future__ import annotations
