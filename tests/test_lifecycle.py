@@ -28,18 +28,8 @@ from typing import Any
 import pytest
 
 from batchexports.datadir import DataDirBusy, DataDirLock
-from tests.test_end_to_end import (
-    BIN,
-    HOUR,
-    Service,
-    floor_hour,
-    free_port,
-    make_events,
-    now_utc,
-    process_alive,
-    spread,
-    wait_until,
-)
+from tests.service_process import BIN, HOUR, Service, floor_hour, free_port, now_utc, process_alive, wait_until
+from tests.test_end_to_end import make_events, spread
 
 
 def test_a_second_holder_is_refused_with_the_pid_and_url_and_a_dead_ones_lock_is_free(tmp_path: Path) -> None:
