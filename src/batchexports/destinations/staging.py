@@ -13,6 +13,7 @@ progress and cancellation are honoured between batches, as in the file exporter.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -82,6 +83,9 @@ def stage_parquet(
                 progress(state)
         finish()
     finally:
+        if writer is not None:  # a cancel or a failure: close the writer first, or its finaliser
+            with contextlib.suppress(Exception):  # writes the footer into the closed file later
+                writer.close()
         if raw is not None:
             raw.close()
     if cancel:
