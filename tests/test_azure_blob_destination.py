@@ -31,13 +31,14 @@ from azure.storage.blob import (
 from batchexports.core.errors import NonRetryableError, RetryableError
 from batchexports.core.model_rules import JSON_COLUMNS
 from batchexports.core.run import ExportResult, ExportRun
-from batchexports.destinations import azure_checks, azure_store
-from batchexports.destinations.azure_blob import SPEC
+from batchexports.destinations.azure_blob import checks as azure_checks
+from batchexports.destinations.azure_blob import store as azure_store
+from batchexports.destinations.azure_blob.config import SPEC
+from batchexports.destinations.files.formats import FILE_FORMATS
 from batchexports.destinations.testing import DestinationCheckFailed
 from batchexports.events.duckdb_store import EVENTS_SCHEMA, DuckDBEventsStore
 from batchexports.events.store import ModelQuery
 from batchexports.pipeline.export import export
-from batchexports.pipeline.formats import FILE_FORMATS
 from tests import contract
 from tests.azurite import ACCOUNT_KEY, Azurite, connection_string, free_port, require_binary
 from tests.conftest import prefix_for

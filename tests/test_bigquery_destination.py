@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchexports.core.errors import NonRetryableError, RetryableError
-from batchexports.destinations import bigquery_sink
+from batchexports.destinations.bigquery import sink as bigquery_sink
 from batchexports.destinations.testing import run_step
 from batchexports.pipeline.export import export
 from tests.exports_fixtures import HOUR, T0, expected_rows, file_run, known_events, store_with

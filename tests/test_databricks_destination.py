@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchexports.core.errors import NonRetryableError, RetryableError
-from batchexports.destinations import databricks_sink
+from batchexports.destinations.databricks import sink as databricks_sink
 from batchexports.destinations.testing import run_step
 from batchexports.pipeline.export import export
 from tests.exports_fixtures import HOUR, T0, expected_rows, file_run, known_events, store_with
@@ -501,7 +501,7 @@ def leftover_stages(fake: FakeDatabricks) -> dict[str, str]:
     user's tables named like stages: one without a comment, one with a comment of its own."""
     import pyarrow as pa
 
-    from batchexports.destinations import staging
+    from batchexports.destinations.warehouse import staging
 
     export_id = file_run(db_config(), "Databricks").batch_export_id
     now = dt.datetime.now(dt.UTC)

@@ -17,7 +17,7 @@ from rest_framework import serializers
 
 from batchexports.destinations import registry
 from batchexports.destinations.base import ALL_MODELS, split_secrets
-from batchexports.pipeline.formats import FILE_FORMATS
+from batchexports.destinations.files.formats import FILE_FORMATS
 
 PEM_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----\n"
 

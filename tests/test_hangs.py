@@ -170,7 +170,7 @@ def test_bigquery_rest_calls_are_bounded_even_when_the_client_asks_for_no_timeou
     """A `requests` adapter records what the client's session sends: no network is involved."""
     requests = pytest.importorskip("requests")
     pytest.importorskip("google.cloud.bigquery")
-    from batchexports.destinations import bigquery_sink
+    from batchexports.destinations.bigquery import sink as bigquery_sink
     from tests.test_bigquery_destination import bq_config
 
     seen: list[object] = []

@@ -20,8 +20,8 @@ import pytest
 
 from batchexports.core.errors import NonRetryableError, RetryableError
 from batchexports.core.run import Progress
-from batchexports.destinations import http_sink
-from batchexports.destinations.http_sink import HttpSink, batch_bodies
+from batchexports.destinations.http import sink as http_sink
+from batchexports.destinations.http.sink import HttpSink, batch_bodies
 from batchexports.destinations.testing import run_step
 from batchexports.events.store import ModelQuery
 from batchexports.pipeline.export import export, model_query

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from batchexports.destinations.local_folder import LocalFolderStore
-from batchexports.pipeline import keys, leftovers
-from batchexports.pipeline.files import FileSettings, export_files
+from batchexports.destinations.file.store import LocalFolderStore
+from batchexports.destinations.files import keys, leftovers
+from batchexports.destinations.files.exporter import FileSettings, export_files
 from tests.exports_fixtures import HOUR, T0, file_run, known_events, store_with
 from tests.test_bigquery_destination import service_account  # noqa: F401 - fixture
 from tests.test_redshift_destination import database, pg  # noqa: F401 - fixtures
@@ -32,7 +32,7 @@ from tests.test_s3_destination import admin, bucket, moto, s3_config  # noqa: F4
 WRITER = """
 import sys, time
 from pathlib import Path
-from batchexports.destinations.local_folder import LocalFolderStore
+from batchexports.destinations.file.store import LocalFolderStore
 writer = LocalFolderStore(Path(sys.argv[1])).open(sys.argv[2])
 writer.write(b"x" * (4 * 1024 * 1024))
 print(writer.temporary, flush=True)
@@ -113,7 +113,7 @@ def _uploads(client, bucket_name: str) -> set[str]:
 
 
 def test_the_next_run_of_the_interval_aborts_its_incomplete_uploads_and_no_other(moto, admin, bucket, tmp_path):  # noqa: F811
-    from batchexports.destinations.s3_store import S3ObjectStore
+    from batchexports.destinations.s3.store import S3ObjectStore
 
     config = s3_config(moto, bucket, prefix="exports/")
     run = file_run(config, destination_type="S3", start=T0, end=T0 + HOUR)
@@ -206,7 +206,7 @@ def test_the_start_up_sweep_walks_every_live_export_and_removes_dead_temporary_f
 
 
 class _FrozenClock:
-    """Stands in for `datetime` in `batchexports.pipeline.leftovers`, which reads the time as
+    """Stands in for `datetime` in `batchexports.destinations.files.leftovers`, which reads the time as
     `dt.datetime.now(dt.UTC)`: moto reports every upload as initiated at a fixed date of its own
     (2010-11-10T20:48:33Z), so the test moves the sweep's clock, not moto's dates."""
 
@@ -226,7 +226,7 @@ class _FrozenClock:
 
 
 def test_the_start_up_sweep_keeps_an_upload_younger_than_the_cutoff(moto, admin, bucket, monkeypatch):  # noqa: F811
-    from batchexports.destinations.s3_store import S3ObjectStore
+    from batchexports.destinations.s3.store import S3ObjectStore
 
     key = "exports/" + keys.file_name(file_run({}, start=T0, end=T0 + HOUR), "JSONLines", None, None)
     _incomplete(admin, bucket, key)
@@ -264,8 +264,11 @@ def test_the_start_up_sweep_drops_stale_stage_tables_through_each_warehouses_sin
     import snowflake.connector
     from google.cloud import bigquery
 
-    from batchexports.destinations import bigquery_sink, databricks_sink, snowflake_sink, staging
+    from batchexports.destinations.bigquery import sink as bigquery_sink
+    from batchexports.destinations.databricks import sink as databricks_sink
     from batchexports.destinations.postgres_sink import literal
+    from batchexports.destinations.snowflake import sink as snowflake_sink
+    from batchexports.destinations.warehouse import staging
     from batchexports.exports.models import BatchExport, BatchExportDestination
     from batchexports.exports.run_book import live_exports
     from batchexports.pipeline import startup_sweep as startup

@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 
-from batchexports.core.errors import NonRetryableError
 from batchexports.core.run import Cancelled, CancelToken, Progress
-from batchexports.pipeline import keys
+from batchexports.destinations.files import keys
+from batchexports.destinations.files.formats import FILE_FORMATS
 from batchexports.pipeline.export import export
-from batchexports.pipeline.formats import FILE_FORMATS
 from tests.exports_fixtures import (
     HOUR,
     T0,
@@ -199,7 +198,7 @@ def test_cancellation_stops_between_batches_and_leaves_no_file(tmp_path, export_
 
 def test_a_failed_export_leaves_no_partial_file(tmp_path, export_dir, monkeypatch):
     store = store_with(tmp_path, known_events(3000))
-    from batchexports.pipeline import writers
+    from batchexports.destinations.files import writers
 
     original = writers.JSONLinesWriter.write
     calls = {"n": 0}
@@ -239,18 +238,6 @@ def test_persons_and_sessions_models_export_too(tmp_path, export_dir):
     sessions = json.loads((next((export_dir / "p" / "sessions").iterdir())).read_text())
     assert persons["properties"] == {"a": 1} and persons["distinct_id"] == "u"
     assert sessions["session_id"] == "s" and sessions["pageview_count"] == 1
-
-
-def test_a_destination_without_a_sink_fails_clearly(tmp_path, monkeypatch):
-    import dataclasses
-
-    from batchexports.destinations import registry
-
-    spec = registry.get("Databricks")
-    monkeypatch.setitem(registry._REGISTRY, "Databricks", dataclasses.replace(spec, sink_factory=None))
-    store = store_with(tmp_path, known_events(1))
-    with pytest.raises(NonRetryableError, match="cannot export yet"):
-        export(file_run({}, destination_type="Databricks"), store)
 
 
 # -- names as PostHog names them -----------------------------------------------------------------

@@ -35,11 +35,12 @@ from moto.server import ThreadedMotoServer
 
 from batchexports.core.errors import NonRetryableError, RetryableError
 from batchexports.core.run import ExportResult, ExportRun
-from batchexports.destinations import registry, s3_store
-from batchexports.destinations.s3_store import MIN_PART_SIZE, S3ObjectStore, classify
+from batchexports.destinations import registry
+from batchexports.destinations.files.formats import FILE_FORMATS
+from batchexports.destinations.s3 import store as s3_store
+from batchexports.destinations.s3.store import MIN_PART_SIZE, S3ObjectStore, classify
 from batchexports.events.duckdb_store import EVENTS_SCHEMA, DuckDBEventsStore
 from batchexports.pipeline.export import export
-from batchexports.pipeline.formats import FILE_FORMATS
 from tests import contract
 from tests.conftest import prefix_for, s3_destination
 

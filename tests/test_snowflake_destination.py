@@ -300,7 +300,7 @@ def test_key_pair_authentication_hands_the_connector_the_decrypted_key(tmp_path,
     der = serialization.load_der_private_key(kwargs["private_key"], password=None)
     assert der.private_numbers() == key.private_numbers()
 
-    from batchexports.destinations.snowflake_sink import private_key_bytes
+    from batchexports.destinations.snowflake.sink import private_key_bytes
 
     with pytest.raises(NonRetryableError, match="private_key_passphrase") as caught:
         private_key_bytes(pem, "wrong passphrase")
@@ -316,7 +316,7 @@ def test_cancelling_leaves_the_table_untouched(tmp_path, fake_snowflake):
         export(file_run(snowflake_config(), "Snowflake"), store_with(tmp_path, known_events(5)), cancel=token)
     fake_snowflake.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'events'")
     assert fake_snowflake.fetchone() == (0,)
-    from batchexports.destinations.snowflake_sink import classified
+    from batchexports.destinations.snowflake.sink import classified
 
     with pytest.raises(Cancelled), classified(snowflake_config()):
         raise Cancelled("a cancellation between two statements is no Snowflake error")
@@ -353,7 +353,7 @@ def connector_error(kind: str, msg: str, errno: int, sqlstate: str | None = None
 def test_connector_errors_are_classified_with_an_actionable_message(error, retryable, message):
     """Connector exceptions built as Snowflake raises them: fakesnow neither checks passwords nor
     has warehouses, privileges or HTTP failures."""
-    from batchexports.destinations.snowflake_sink import classify
+    from batchexports.destinations.snowflake.sink import classify
 
     kind, msg, errno, sqlstate = error
     exc = connector_error(kind, msg, errno, sqlstate)
@@ -395,7 +395,8 @@ def leftover_stages(cursor: Any) -> dict[str, str]:
     """A killed run's stage of the export, a fresh one of a run in flight, another export's old one,
     all created as the sink creates them (`table_ddl(..., staged=True, mark=...)`), and a user's
     tables named like stages: one without a comment, one with a comment of its own."""
-    from batchexports.destinations import snowflake_sink, staging
+    from batchexports.destinations.snowflake import sink as snowflake_sink
+    from batchexports.destinations.warehouse import staging
 
     export_id = file_run(snowflake_config(), "Snowflake").batch_export_id
     now = dt.datetime.now(dt.UTC)
@@ -426,7 +427,7 @@ def table_names(cursor: Any) -> set[str]:
 
 
 def test_the_sweep_drops_only_the_exports_stale_stage_tables(fake_snowflake):
-    from batchexports.destinations.snowflake_sink import SnowflakeSink
+    from batchexports.destinations.snowflake.sink import SnowflakeSink
 
     names = leftover_stages(fake_snowflake)
     export_id = file_run(snowflake_config(), "Snowflake").batch_export_id

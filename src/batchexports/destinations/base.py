@@ -1,8 +1,8 @@
 """The contract every destination type fulfils, independent of Django models and Temporal.
 
 A `DestinationSpec` names a destination type, the DRF serializer that validates its
-`config`, which config fields are secrets (encrypted at rest, never returned), and which
-models it can export.
+`config`, which config fields are secrets (encrypted at rest, never returned), which
+models it can export, and how to build its sink (imported only when one is built).
 """
 
 from __future__ import annotations
@@ -65,21 +65,22 @@ class Sink(Protocol):
     ) -> SinkResult: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DestinationSpec:
     """What the rest of the service needs to know about one destination type."""
 
     type: str
     label: str
     config_serializer: builtins.type[serializers.Serializer]  # `type` is also a field here
+    # Builds the sink for a validated config (secrets included). Every destination has one; it
+    # imports the sink module (and its client library) only when called, never at import time.
+    sink_factory: Callable[[Mapping[str, Any]], Sink]
     secret_fields: tuple[SecretPath, ...] = ()
     supported_models: frozenset[str] = ALL_MODELS
     description: str = ""
     # The checks of `GET test/?destination=TYPE` and `run_test_step`; empty until the
     # destination's I/O exists, and then the API answers 404 as PostHog does.
     test_steps: tuple[TestStep, ...] = ()
-    # Builds the sink for a validated config (secrets included); imports its client lazily.
-    sink_factory: Callable[[Mapping[str, Any]], Sink] | None = None
     # Offered for new exports in the web page; the legacy `S3` type is not, but still works.
     offered: bool = True
     # False for a destination that exports nothing (NoOp): its runs complete without a query.

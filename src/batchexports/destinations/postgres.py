@@ -14,8 +14,7 @@ from rest_framework import serializers
 
 from batchexports.destinations import postgres_checks
 from batchexports.destinations.base import DestinationSpec, Sink
-from batchexports.destinations.file import EventFilterConfigSerializer
-from batchexports.destinations.registry import register
+from batchexports.destinations.fields import EventFilterConfigSerializer
 
 
 def port_field(default: int) -> serializers.IntegerField:
@@ -49,14 +48,12 @@ def _postgres_sink(config: Mapping[str, Any]) -> Sink:
     return PostgresSink(config)
 
 
-SPEC = register(
-    DestinationSpec(
-        type="Postgres",
-        label="PostgreSQL",
-        config_serializer=PostgresConfigSerializer,
-        secret_fields=(("user",), ("password",)),
-        description="Rows in a PostgreSQL table.",
-        test_steps=postgres_checks.STEPS,
-        sink_factory=lambda config: _postgres_sink(config),
-    )
+SPEC = DestinationSpec(
+    type="Postgres",
+    label="PostgreSQL",
+    config_serializer=PostgresConfigSerializer,
+    secret_fields=(("user",), ("password",)),
+    description="Rows in a PostgreSQL table.",
+    test_steps=postgres_checks.STEPS,
+    sink_factory=lambda config: _postgres_sink(config),
 )

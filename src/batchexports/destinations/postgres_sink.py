@@ -78,8 +78,8 @@ from batchexports.core import watchdog
 from batchexports.core.errors import DestinationError, NonRetryableError, RetryableError
 from batchexports.core.model_rules import JSON_COLUMNS, MODEL_RULES, ModelRules
 from batchexports.core.run import CancelToken, ExportRun, Progress, ProgressCallback
-from batchexports.destinations import staging
 from batchexports.destinations.base import SinkResult
+from batchexports.destinations.warehouse import staging
 
 logger = logging.getLogger(__name__)
 

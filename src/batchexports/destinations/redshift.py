@@ -19,7 +19,6 @@ from rest_framework import serializers
 from batchexports.destinations import postgres_checks
 from batchexports.destinations.base import DestinationConfigSerializer, DestinationSpec, Sink
 from batchexports.destinations.postgres import PostgresConfigSerializer, port_field
-from batchexports.destinations.registry import register
 
 IAM_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+$")
 _AUTHORIZATION_HELP = (
@@ -123,19 +122,17 @@ def _redshift_sink(config: Mapping[str, Any]) -> Sink:
     return RedshiftSink(config)
 
 
-SPEC = register(
-    DestinationSpec(
-        type="Redshift",
-        label="Redshift",
-        config_serializer=RedshiftConfigSerializer,
-        secret_fields=(
-            ("user",),
-            ("password",),
-            *(("copy_inputs", "authorization", key) for key in _AWS_KEYS),
-            *(("copy_inputs", "bucket_credentials", key) for key in _AWS_KEYS),
-        ),
-        description="Rows in an Amazon Redshift table, by INSERT or by COPY from S3.",
-        test_steps=postgres_checks.REDSHIFT_STEPS,
-        sink_factory=lambda config: _redshift_sink(config),
-    )
+SPEC = DestinationSpec(
+    type="Redshift",
+    label="Redshift",
+    config_serializer=RedshiftConfigSerializer,
+    secret_fields=(
+        ("user",),
+        ("password",),
+        *(("copy_inputs", "authorization", key) for key in _AWS_KEYS),
+        *(("copy_inputs", "bucket_credentials", key) for key in _AWS_KEYS),
+    ),
+    description="Rows in an Amazon Redshift table, by INSERT or by COPY from S3.",
+    test_steps=postgres_checks.REDSHIFT_STEPS,
+    sink_factory=lambda config: _redshift_sink(config),
 )

@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 from batchexports.core import watchdog
 from batchexports.core.errors import DestinationError, NonRetryableError
 from batchexports.core.run import CancelToken, Progress, ProgressCallback
+from batchexports.destinations.files import keys
 from batchexports.destinations.postgres_sink import (
     STATEMENT_TIMEOUT_S,
     LoadPlan,
@@ -59,7 +60,6 @@ from batchexports.destinations.postgres_sink import (
     literal,
     scrub,
 )
-from batchexports.pipeline import keys
 
 logger = logging.getLogger(__name__)
 
@@ -415,7 +415,7 @@ class RedshiftSink(StagedSink):
         config = staging_store_config(copy_inputs)
         if self._store_factory is not None:
             return self._store_factory(config)
-        from batchexports.destinations.s3_store import S3ObjectStore
+        from batchexports.destinations.s3.store import S3ObjectStore
 
         return S3ObjectStore(config)
 
@@ -429,7 +429,7 @@ class RedshiftSink(StagedSink):
         cancel: CancelToken | None,
     ) -> tuple[list[tuple[str, int]], int]:
         """Write the batches as Parquet parts under `folder`; return [(key, size)] and the row count."""
-        from batchexports.pipeline.writers import open_writer
+        from batchexports.destinations.files.writers import open_writer
 
         parts: list[tuple[str, int]] = []
         records = part_bytes = 0

@@ -1,50 +1,47 @@
-"""The one place that maps a destination type name to its spec.
+"""The one place that maps a destination type name to its definition: an explicit list.
 
-Modules are imported here, so adding a destination means adding one line.
+Adding a destination means adding its folder and one line here; nothing registers itself on
+import. Importing this module imports every destination's config (DRF only): their heavy client
+libraries (boto3, snowflake-connector, ...) are imported inside their sinks, when one is built.
 """
 
 from __future__ import annotations
 
+from batchexports.destinations import postgres, redshift
+from batchexports.destinations.azure_blob import config as azure_blob
 from batchexports.destinations.base import DestinationSpec
+from batchexports.destinations.bigquery import config as bigquery
+from batchexports.destinations.databricks import config as databricks
+from batchexports.destinations.file import config as file
+from batchexports.destinations.http import config as http
+from batchexports.destinations.noop import config as noop
+from batchexports.destinations.s3 import config as s3
+from batchexports.destinations.snowflake import config as snowflake
 
-_REGISTRY: dict[str, DestinationSpec] = {}
-_loaded = False
+DESTINATIONS: tuple[DestinationSpec, ...] = (
+    azure_blob.SPEC,
+    bigquery.SPEC,
+    databricks.SPEC,
+    file.SPEC,
+    http.SPEC,
+    noop.SPEC,
+    postgres.SPEC,
+    redshift.SPEC,
+    s3.SPEC,
+    s3.AWS_S3,
+    s3.S3_COMPATIBLE,
+    snowflake.SPEC,
+)
 
-
-def register(spec: DestinationSpec) -> DestinationSpec:
-    _REGISTRY[spec.type] = spec
-    return spec
-
-
-def _load() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    # Imported for their `register(...)` side effect; their heavy client libraries
-    # (boto3, snowflake-connector, ...) are imported lazily inside their sinks.
-    from batchexports.destinations import (  # noqa: F401
-        azure_blob,
-        bigquery,
-        databricks,
-        file,
-        http,
-        noop,
-        postgres,
-        redshift,
-        s3,
-        snowflake,
-    )
+_REGISTRY: dict[str, DestinationSpec] = {spec.type: spec for spec in DESTINATIONS}
 
 
 def get(destination_type: str) -> DestinationSpec:
     """The spec of `destination_type`; `KeyError` when there is no such type."""
-    _load()  # even when one module registered itself on import, every type must be known
     return _REGISTRY[destination_type]
 
 
 def all_specs() -> list[DestinationSpec]:
-    _load()
     return sorted(_REGISTRY.values(), key=lambda spec: spec.type)
 
 

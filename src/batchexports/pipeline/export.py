@@ -60,8 +60,6 @@ def export(
     spec = registry.get(run.destination_type)
     if not spec.reads_source:  # NoOp: nothing is read, nothing is exported, the run completes
         return ExportResult(0, 0, (), 0)
-    if spec.sink_factory is None:
-        raise NonRetryableError(f"{spec.label} destinations cannot export yet in this version of batchexports.")
     store = store or get_store()
     query = model_query(run, batch_rows)
     total = store.count(query) if count_total else None

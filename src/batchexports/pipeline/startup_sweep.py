@@ -20,7 +20,7 @@ from typing import Any
 from batchexports.core.intervals import run_timeout
 from batchexports.core.run import LiveExport
 from batchexports.destinations import registry
-from batchexports.pipeline.leftovers import sweep_files
+from batchexports.destinations.files.leftovers import sweep_files
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +29,12 @@ _S3_TYPES = frozenset({"S3", "AwsS3", "S3Compatible"})
 
 def _file_store(destination_type: str, config: Mapping[str, Any]) -> Any:
     if destination_type == "File":
-        from batchexports.destinations import file_checks
-        from batchexports.destinations.local_folder import LocalFolderStore
+        from batchexports.destinations.file import checks as file_checks
+        from batchexports.destinations.file.store import LocalFolderStore
 
         return LocalFolderStore(file_checks.resolve_folder(config))
     if destination_type in _S3_TYPES:
-        from batchexports.destinations.s3_store import S3ObjectStore
+        from batchexports.destinations.s3.store import S3ObjectStore
 
         return S3ObjectStore(config)
     return None
@@ -46,7 +46,7 @@ def _stage_sweeper(destination_type: str, config: Mapping[str, Any]) -> Any:
         factory = registry.get(destination_type).sink_factory
     except KeyError:
         return None
-    return getattr(factory(config), "drop_stale_stages", None) if factory else None
+    return getattr(factory(config), "drop_stale_stages", None)
 
 
 def sweep(live_exports: Callable[[], list[LiveExport]]) -> int:

@@ -19,14 +19,14 @@ from batchexports.core.errors import DestinationError
 from batchexports.destinations.testing import DestinationCheckFailed, TestStep
 
 if TYPE_CHECKING:
-    from batchexports.destinations.azure_store import AzureBlobObjectStore
+    from batchexports.destinations.azure_blob.store import AzureBlobObjectStore
 
 PAYLOAD = b"batchexports destination test\n"
 
 
 @contextlib.contextmanager
 def _store(config: Mapping[str, Any]) -> Iterator[AzureBlobObjectStore]:
-    from batchexports.destinations.azure_store import AzureBlobObjectStore  # the Azure SDK, only when used
+    from batchexports.destinations.azure_blob.store import AzureBlobObjectStore  # the Azure SDK, only when used
 
     try:
         store = AzureBlobObjectStore(config)
@@ -43,7 +43,7 @@ def _store(config: Mapping[str, Any]) -> Iterator[AzureBlobObjectStore]:
 def probe_blob_key(config: Mapping[str, Any], now: dt.datetime | None = None) -> str:
     """Where the write step puts its blob: under the prefix as a run ending `now` renders it."""
     from batchexports.core.run import ExportRun
-    from batchexports.pipeline import keys
+    from batchexports.destinations.files import keys
 
     moment = now or dt.datetime.now(dt.UTC)
     run = ExportRun("test", 0, "events", "AzureBlob", {}, None, moment)

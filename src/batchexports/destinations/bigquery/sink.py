@@ -49,9 +49,9 @@ from batchexports.core import watchdog
 from batchexports.core.errors import DestinationError, NonRetryableError, RetryableError, classified_by
 from batchexports.core.model_rules import MERGE_KEYS, VERSION_COLUMNS
 from batchexports.core.run import CancelToken, ExportRun, Progress, ProgressCallback
-from batchexports.destinations import staging
 from batchexports.destinations.base import SinkResult
 from batchexports.destinations.testing import scrub
+from batchexports.destinations.warehouse import staging
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ def _send_empty_batch(config: Mapping[str, Any]) -> tuple[Any, Any]:
     """(the sink, the response to an empty `/batch/` request)."""
     import httpx
 
-    from batchexports.destinations.http_sink import HttpSink
+    from batchexports.destinations.http.sink import HttpSink
 
     sink = HttpSink(config, timeout=CHECK_TIMEOUT)
     body = json.dumps({"api_key": config["token"], "historical_migration": True, "batch": []}).encode()

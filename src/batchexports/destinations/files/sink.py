@@ -9,8 +9,8 @@ import pyarrow as pa
 
 from batchexports.core.run import CancelToken, ExportRun, ProgressCallback
 from batchexports.destinations.base import SinkResult
-from batchexports.destinations.object_store import ObjectStore
-from batchexports.pipeline.files import FileSettings, export_files
+from batchexports.destinations.files.exporter import FileSettings, export_files
+from batchexports.destinations.files.object_store import ObjectStore
 
 
 class FileSink:

@@ -15,11 +15,10 @@ from typing import Any
 
 from rest_framework import serializers
 
-from batchexports.destinations import s3_checks
 from batchexports.destinations.base import DestinationSpec, Sink
-from batchexports.destinations.file import FileOutputConfigSerializer
-from batchexports.destinations.http import HttpUrlField
-from batchexports.destinations.registry import register
+from batchexports.destinations.fields import HttpUrlField
+from batchexports.destinations.files.config import FileOutputConfigSerializer
+from batchexports.destinations.s3 import checks as s3_checks
 
 _OPTIONAL_STRINGS = ("aws_access_key_id", "aws_secret_access_key", "endpoint_url", "encryption", "kms_key_id")
 _SECRETS = (("aws_access_key_id",), ("aws_secret_access_key",))
@@ -125,25 +124,23 @@ class S3ConfigSerializer(_S3FamilyConfigSerializer):
 
 
 def _s3_sink(config: Mapping[str, Any]) -> Sink:
-    from batchexports.destinations.file_sink import FileSink
-    from batchexports.destinations.s3_store import S3ObjectStore
-    from batchexports.pipeline.files import FileSettings
+    from batchexports.destinations.files.exporter import FileSettings
+    from batchexports.destinations.files.sink import FileSink
+    from batchexports.destinations.s3.store import S3ObjectStore
 
     return FileSink(lambda: S3ObjectStore(config), FileSettings.from_config(config))
 
 
 def _spec(type_: str, label: str, serializer: type[serializers.Serializer], description: str, offered: bool):
-    return register(
-        DestinationSpec(
-            type=type_,
-            label=label,
-            config_serializer=serializer,
-            secret_fields=_SECRETS,
-            description=description,
-            test_steps=s3_checks.STEPS,
-            sink_factory=_s3_sink,
-            offered=offered,
-        )
+    return DestinationSpec(
+        type=type_,
+        label=label,
+        config_serializer=serializer,
+        secret_fields=_SECRETS,
+        description=description,
+        test_steps=s3_checks.STEPS,
+        sink_factory=_s3_sink,
+        offered=offered,
     )
 
 

@@ -19,9 +19,9 @@ from typing import Any
 import pyarrow as pa
 
 from batchexports.core.run import CancelToken, ExportRun, Progress, ProgressCallback
-from batchexports.destinations.object_store import ObjectStore, ObjectWriter
-from batchexports.pipeline import keys, leftovers
-from batchexports.pipeline.writers import FormatWriter, open_writer
+from batchexports.destinations.files import keys, leftovers
+from batchexports.destinations.files.object_store import ObjectStore, ObjectWriter
+from batchexports.destinations.files.writers import FormatWriter, open_writer
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from batchexports.core.model_rules import JSON_COLUMNS
 from batchexports.core.run import CancelToken, Progress, ProgressCallback
-from batchexports.pipeline.writers import ParquetWriter
+from batchexports.destinations.files.writers import ParquetWriter
 
 logger = logging.getLogger(__name__)
 

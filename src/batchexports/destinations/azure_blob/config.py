@@ -13,10 +13,9 @@ from typing import Any
 
 from rest_framework import serializers
 
-from batchexports.destinations import azure_checks
+from batchexports.destinations.azure_blob import checks as azure_checks
 from batchexports.destinations.base import DestinationSpec, Sink
-from batchexports.destinations.file import FileOutputConfigSerializer
-from batchexports.destinations.registry import register
+from batchexports.destinations.files.config import FileOutputConfigSerializer
 
 
 class AzureBlobConfigSerializer(FileOutputConfigSerializer):
@@ -31,21 +30,19 @@ class AzureBlobConfigSerializer(FileOutputConfigSerializer):
 
 
 def _azure_blob_sink(config: Mapping[str, Any]) -> Sink:
-    from batchexports.destinations.azure_store import AzureBlobObjectStore
-    from batchexports.destinations.file_sink import FileSink
-    from batchexports.pipeline.files import FileSettings
+    from batchexports.destinations.azure_blob.store import AzureBlobObjectStore
+    from batchexports.destinations.files.exporter import FileSettings
+    from batchexports.destinations.files.sink import FileSink
 
     return FileSink(lambda: AzureBlobObjectStore(config), FileSettings.from_config(config))
 
 
-SPEC = register(
-    DestinationSpec(
-        type="AzureBlob",
-        label="Azure Blob Storage",
-        config_serializer=AzureBlobConfigSerializer,
-        secret_fields=(("connection_string",),),
-        description="Files in an Azure Blob Storage container.",
-        test_steps=azure_checks.STEPS,
-        sink_factory=_azure_blob_sink,
-    )
+SPEC = DestinationSpec(
+    type="AzureBlob",
+    label="Azure Blob Storage",
+    config_serializer=AzureBlobConfigSerializer,
+    secret_fields=(("connection_string",),),
+    description="Files in an Azure Blob Storage container.",
+    test_steps=azure_checks.STEPS,
+    sink_factory=_azure_blob_sink,
 )

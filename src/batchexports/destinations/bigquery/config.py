@@ -14,11 +14,9 @@ from typing import Any
 
 from rest_framework import serializers
 
-from batchexports.destinations import bigquery_checks
 from batchexports.destinations.base import DestinationSpec, Sink
-from batchexports.destinations.file import EventFilterConfigSerializer
-from batchexports.destinations.http import HttpUrlField
-from batchexports.destinations.registry import register
+from batchexports.destinations.bigquery import checks as bigquery_checks
+from batchexports.destinations.fields import EventFilterConfigSerializer, HttpUrlField
 
 
 class BigQueryConfigSerializer(EventFilterConfigSerializer):
@@ -39,19 +37,17 @@ class BigQueryConfigSerializer(EventFilterConfigSerializer):
 
 
 def _bigquery_sink(config: Mapping[str, Any]) -> Sink:
-    from batchexports.destinations.bigquery_sink import BigQuerySink
+    from batchexports.destinations.bigquery.sink import BigQuerySink
 
     return BigQuerySink(config)
 
 
-SPEC = register(
-    DestinationSpec(
-        type="BigQuery",
-        label="BigQuery",
-        config_serializer=BigQueryConfigSerializer,
-        secret_fields=(("private_key",), ("private_key_id",), ("client_email",), ("token_uri",)),
-        description="Rows in a Google BigQuery table.",
-        test_steps=bigquery_checks.STEPS,
-        sink_factory=_bigquery_sink,
-    )
+SPEC = DestinationSpec(
+    type="BigQuery",
+    label="BigQuery",
+    config_serializer=BigQueryConfigSerializer,
+    secret_fields=(("private_key",), ("private_key_id",), ("client_email",), ("token_uri",)),
+    description="Rows in a Google BigQuery table.",
+    test_steps=bigquery_checks.STEPS,
+    sink_factory=_bigquery_sink,
 )

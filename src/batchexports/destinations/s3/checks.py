@@ -20,7 +20,7 @@ TEST_PAYLOAD = b"batchexports destination test\n"
 
 
 def _store(config: Mapping[str, Any]) -> Any:
-    from batchexports.destinations.s3_store import S3ObjectStore
+    from batchexports.destinations.s3.store import S3ObjectStore
 
     try:
         return S3ObjectStore(config)
@@ -31,7 +31,7 @@ def _store(config: Mapping[str, Any]) -> Any:
 def probe_key(config: Mapping[str, Any], now: dt.datetime | None = None) -> str:
     """`{prefix}/.batchexports-test-<uuid>`, the prefix rendered as a run ending `now` would render it."""
     from batchexports.core.run import ExportRun
-    from batchexports.pipeline import keys
+    from batchexports.destinations.files import keys
 
     end = now or dt.datetime.now(dt.UTC)
     run = ExportRun(

@@ -20,7 +20,7 @@ from batchexports.destinations.testing import DestinationCheckFailed, TestStep
 
 
 def _check_dataset(config: Mapping[str, Any]) -> None:
-    from batchexports.destinations.bigquery_sink import BigQuerySink, make_client
+    from batchexports.destinations.bigquery.sink import BigQuerySink, make_client
 
     try:
         client = make_client(config)
@@ -32,7 +32,7 @@ def _check_dataset(config: Mapping[str, Any]) -> None:
 def _check_load(config: Mapping[str, Any]) -> None:
     import pyarrow as pa
 
-    from batchexports.destinations import bigquery_sink
+    from batchexports.destinations.bigquery import sink as bigquery_sink
 
     probe = f"batchexports_test_{uuid.uuid4().hex[:12]}"
     batch = pa.RecordBatch.from_pylist(

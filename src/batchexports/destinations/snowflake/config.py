@@ -12,10 +12,9 @@ from typing import Any
 
 from rest_framework import serializers
 
-from batchexports.destinations import snowflake_checks
 from batchexports.destinations.base import DestinationSpec, Sink
-from batchexports.destinations.file import EventFilterConfigSerializer
-from batchexports.destinations.registry import register
+from batchexports.destinations.fields import EventFilterConfigSerializer
+from batchexports.destinations.snowflake import checks as snowflake_checks
 
 
 def _optional_secret(help_text: str) -> serializers.CharField:
@@ -76,19 +75,17 @@ class SnowflakeConfigSerializer(EventFilterConfigSerializer):
 
 
 def _snowflake_sink(config: Mapping[str, Any]) -> Sink:
-    from batchexports.destinations.snowflake_sink import SnowflakeSink
+    from batchexports.destinations.snowflake.sink import SnowflakeSink
 
     return SnowflakeSink(config)
 
 
-SPEC = register(
-    DestinationSpec(
-        type="Snowflake",
-        label="Snowflake",
-        config_serializer=SnowflakeConfigSerializer,
-        secret_fields=(("user",), ("password",), ("private_key",), ("private_key_passphrase",)),
-        description="Rows in a Snowflake table.",
-        test_steps=snowflake_checks.STEPS,
-        sink_factory=_snowflake_sink,
-    )
+SPEC = DestinationSpec(
+    type="Snowflake",
+    label="Snowflake",
+    config_serializer=SnowflakeConfigSerializer,
+    secret_fields=(("user",), ("password",), ("private_key",), ("private_key_passphrase",)),
+    description="Rows in a Snowflake table.",
+    test_steps=snowflake_checks.STEPS,
+    sink_factory=_snowflake_sink,
 )

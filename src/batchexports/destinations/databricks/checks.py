@@ -21,7 +21,7 @@ from batchexports.destinations.testing import DestinationCheckFailed, TestStep
 
 
 def _check_connection(config: Mapping[str, Any]) -> None:
-    from batchexports.destinations import databricks_sink
+    from batchexports.destinations.databricks import sink as databricks_sink
 
     sink = databricks_sink.DatabricksSink(config)
     try:
@@ -45,7 +45,7 @@ def _check_connection(config: Mapping[str, Any]) -> None:
 def _check_load(config: Mapping[str, Any]) -> None:
     import pyarrow as pa
 
-    from batchexports.destinations import databricks_sink
+    from batchexports.destinations.databricks import sink as databricks_sink
 
     probe = f"batchexports_test_{uuid.uuid4().hex[:12]}"
     sink = databricks_sink.DatabricksSink({**config, "table_name": probe})

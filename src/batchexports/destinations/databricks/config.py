@@ -13,10 +13,9 @@ from typing import Any
 
 from rest_framework import serializers
 
-from batchexports.destinations import databricks_checks
 from batchexports.destinations.base import DestinationSpec, Sink
-from batchexports.destinations.file import EventFilterConfigSerializer
-from batchexports.destinations.registry import register
+from batchexports.destinations.databricks import checks as databricks_checks
+from batchexports.destinations.fields import EventFilterConfigSerializer
 
 
 class DatabricksConfigSerializer(EventFilterConfigSerializer):
@@ -47,19 +46,17 @@ class DatabricksConfigSerializer(EventFilterConfigSerializer):
 
 
 def _databricks_sink(config: Mapping[str, Any]) -> Sink:
-    from batchexports.destinations.databricks_sink import DatabricksSink
+    from batchexports.destinations.databricks.sink import DatabricksSink
 
     return DatabricksSink(config)
 
 
-SPEC = register(
-    DestinationSpec(
-        type="Databricks",
-        label="Databricks",
-        config_serializer=DatabricksConfigSerializer,
-        secret_fields=(("client_id",), ("client_secret",)),
-        description="Rows in a Databricks Unity Catalog table.",
-        test_steps=databricks_checks.STEPS,
-        sink_factory=_databricks_sink,
-    )
+SPEC = DestinationSpec(
+    type="Databricks",
+    label="Databricks",
+    config_serializer=DatabricksConfigSerializer,
+    secret_fields=(("client_id",), ("client_secret",)),
+    description="Rows in a Databricks Unity Catalog table.",
+    test_steps=databricks_checks.STEPS,
+    sink_factory=_databricks_sink,
 )

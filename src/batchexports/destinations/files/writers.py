@@ -17,7 +17,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from batchexports.core.model_rules import JSON_COLUMNS
-from batchexports.pipeline.formats import FILE_FORMATS
+from batchexports.destinations.files.formats import FILE_FORMATS
 
 PARQUET_ROW_GROUP_BYTES = 32 * 1024 * 1024
 ISO = "%Y-%m-%dT%H:%M:%S.%fZ"

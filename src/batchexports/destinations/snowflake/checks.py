@@ -21,7 +21,7 @@ from batchexports.destinations.testing import DestinationCheckFailed, TestStep
 
 
 def _connect(config: Mapping[str, Any]) -> Any:
-    from batchexports.destinations import snowflake_sink
+    from batchexports.destinations.snowflake import sink as snowflake_sink
 
     try:
         return snowflake_sink.connect(config)
@@ -30,7 +30,7 @@ def _connect(config: Mapping[str, Any]) -> Any:
 
 
 def _check_connection(config: Mapping[str, Any]) -> None:
-    from batchexports.destinations import snowflake_sink
+    from batchexports.destinations.snowflake import sink as snowflake_sink
 
     connection = _connect(config)
     try:
@@ -57,7 +57,7 @@ def _check_connection(config: Mapping[str, Any]) -> None:
 def _check_load(config: Mapping[str, Any]) -> None:
     import pyarrow as pa
 
-    from batchexports.destinations import snowflake_sink
+    from batchexports.destinations.snowflake import sink as snowflake_sink
 
     probe = f"batchexports_test_{uuid.uuid4().hex[:12]}"
     table = snowflake_sink.quote(probe)

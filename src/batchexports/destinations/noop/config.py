@@ -7,19 +7,13 @@ useful to try schedules, backfills and the API without a destination.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
-from batchexports.destinations.base import DestinationSpec, Sink, SinkResult
-from batchexports.destinations.registry import register
-
-if TYPE_CHECKING:
-    import pyarrow as pa
-
-    from batchexports.core.run import CancelToken, ExportRun, ProgressCallback
+from batchexports.destinations.base import DestinationSpec, Sink
 
 
 @extend_schema_serializer(component_name="NoOpDestinationConfig")
@@ -36,32 +30,18 @@ class NoOpConfigSerializer(serializers.Serializer):
         return dict(data)
 
 
-class NoOpSink:
-    """Consumes nothing: `export()` is never reached with rows, since the pipeline reads no source."""
-
-    def export(
-        self,
-        run: ExportRun,
-        batches: Iterable[pa.RecordBatch],
-        schema: pa.Schema,
-        progress: ProgressCallback | None,
-        cancel: CancelToken | None,
-    ) -> SinkResult:
-        return SinkResult(records=0, bytes_exported=0)
-
-
 def _noop_sink(config: Mapping[str, Any]) -> Sink:
+    from batchexports.destinations.noop.sink import NoOpSink
+
     return NoOpSink()
 
 
-SPEC = register(
-    DestinationSpec(
-        type="NoOp",
-        label="No-op",
-        config_serializer=NoOpConfigSerializer,
-        secret_fields=(),
-        description="Exports nothing; its runs complete at once. For trying schedules and the API.",
-        sink_factory=_noop_sink,
-        reads_source=False,
-    )
+SPEC = DestinationSpec(
+    type="NoOp",
+    label="No-op",
+    config_serializer=NoOpConfigSerializer,
+    secret_fields=(),
+    description="Exports nothing; its runs complete at once. For trying schedules and the API.",
+    sink_factory=_noop_sink,
+    reads_source=False,
 )

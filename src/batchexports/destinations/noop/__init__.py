@@ -1,0 +1,1 @@
+"""The noop destination: `config` (schema and definition), `checks` (test steps), and its sink or store."""
