@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from batchexports.core.run import CancelToken, ExportRun, ProgressCallback
+    from batchexports.destinations.files.leftovers import LeavesLeftovers
 
 ALL_MODELS: frozenset[str] = frozenset({"events", "persons", "sessions"})
 
@@ -85,6 +86,10 @@ class DestinationSpec:
     offered: bool = True
     # False for a destination that exports nothing (NoOp): its runs complete without a query.
     reads_source: bool = True
+    # Opens the store where interrupted runs leave temporary files or multipart uploads, for the
+    # start-up sweep (`files/leftovers.py`); None where nothing is left (Azure Blob drops uncommitted
+    # blocks itself) or where the sink sweeps its own stage tables (`drop_stale_stages`).
+    leftover_store: Callable[[Mapping[str, Any]], LeavesLeftovers] | None = None
 
     def validate_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """Validate a complete config; raise `serializers.ValidationError` naming the field."""

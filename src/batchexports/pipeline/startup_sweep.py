@@ -7,7 +7,7 @@ prefix, temporary files of dead writers (local folder) and multipart uploads old
 export's run timeout (S3), and the stage tables the export created longer ago than that in a
 warehouse (every sink with a `drop_stale_stages(export_id, older_than)` method: PostgreSQL,
 Redshift, Snowflake, BigQuery, Databricks): no attempt of any interval lives longer, so none of
-them is in flight. It never names a warehouse: the registry builds the sink.
+them is in flight. It never names a destination: its spec opens the file store or builds the sink.
 """
 
 from __future__ import annotations
@@ -24,20 +24,14 @@ from batchexports.destinations.files.leftovers import sweep_files
 
 logger = logging.getLogger(__name__)
 
-_S3_TYPES = frozenset({"S3", "AwsS3", "S3Compatible"})
-
 
 def _file_store(destination_type: str, config: Mapping[str, Any]) -> Any:
-    if destination_type == "File":
-        from batchexports.destinations.file import checks as file_checks
-        from batchexports.destinations.file.store import LocalFolderStore
-
-        return LocalFolderStore(file_checks.resolve_folder(config))
-    if destination_type in _S3_TYPES:
-        from batchexports.destinations.s3.store import S3ObjectStore
-
-        return S3ObjectStore(config)
-    return None
+    """The store where the destination's interrupted runs leave files or uploads, else None."""
+    try:
+        open_store = registry.get(destination_type).leftover_store
+    except KeyError:
+        return None
+    return open_store(config) if open_store is not None else None
 
 
 def _stage_sweeper(destination_type: str, config: Mapping[str, Any]) -> Any:

@@ -10,13 +10,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rest_framework import serializers
 
 from batchexports.destinations.base import DestinationSpec, Sink
 from batchexports.destinations.file import checks as file_checks
 from batchexports.destinations.files.config import FileOutputConfigSerializer
+
+if TYPE_CHECKING:
+    from batchexports.destinations.file.store import LocalFolderStore
 
 
 def relative_path_error(value: str, what: str = "path") -> str | None:
@@ -54,12 +57,17 @@ class FileConfigSerializer(FileOutputConfigSerializer):
         return value
 
 
-def _local_folder_sink(config: Mapping[str, Any]) -> Sink:
+def _local_folder(config: Mapping[str, Any]) -> LocalFolderStore:
     from batchexports.destinations.file.store import LocalFolderStore
+
+    return LocalFolderStore(file_checks.resolve_folder(config))
+
+
+def _local_folder_sink(config: Mapping[str, Any]) -> Sink:
     from batchexports.destinations.files.exporter import FileSettings
     from batchexports.destinations.files.sink import FileSink
 
-    return FileSink(lambda: LocalFolderStore(file_checks.resolve_folder(config)), FileSettings.from_config(config))
+    return FileSink(lambda: _local_folder(config), FileSettings.from_config(config))
 
 
 SPEC = DestinationSpec(
@@ -70,4 +78,5 @@ SPEC = DestinationSpec(
     description="Files in a folder of the machine running the service (the embedded default).",
     test_steps=file_checks.STEPS,
     sink_factory=lambda config: _local_folder_sink(config),
+    leftover_store=_local_folder,
 )

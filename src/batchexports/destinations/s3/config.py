@@ -11,7 +11,7 @@ This module validates configuration and wires the sink and the test steps; the I
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rest_framework import serializers
 
@@ -19,6 +19,9 @@ from batchexports.destinations.base import DestinationSpec, Sink
 from batchexports.destinations.fields import HttpUrlField
 from batchexports.destinations.files.config import FileOutputConfigSerializer
 from batchexports.destinations.s3 import checks as s3_checks
+
+if TYPE_CHECKING:
+    from batchexports.destinations.s3.store import S3ObjectStore
 
 _OPTIONAL_STRINGS = ("aws_access_key_id", "aws_secret_access_key", "endpoint_url", "encryption", "kms_key_id")
 _SECRETS = (("aws_access_key_id",), ("aws_secret_access_key",))
@@ -123,12 +126,17 @@ class S3ConfigSerializer(_S3FamilyConfigSerializer):
     use_virtual_style_addressing = _virtual_style()
 
 
+def _s3_store(config: Mapping[str, Any]) -> S3ObjectStore:
+    from batchexports.destinations.s3.store import S3ObjectStore  # boto3, only when used
+
+    return S3ObjectStore(config)
+
+
 def _s3_sink(config: Mapping[str, Any]) -> Sink:
     from batchexports.destinations.files.exporter import FileSettings
     from batchexports.destinations.files.sink import FileSink
-    from batchexports.destinations.s3.store import S3ObjectStore
 
-    return FileSink(lambda: S3ObjectStore(config), FileSettings.from_config(config))
+    return FileSink(lambda: _s3_store(config), FileSettings.from_config(config))
 
 
 def _spec(type_: str, label: str, serializer: type[serializers.Serializer], description: str, offered: bool):
@@ -140,6 +148,7 @@ def _spec(type_: str, label: str, serializer: type[serializers.Serializer], desc
         description=description,
         test_steps=s3_checks.STEPS,
         sink_factory=_s3_sink,
+        leftover_store=_s3_store,
         offered=offered,
     )
 
