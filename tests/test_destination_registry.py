@@ -61,3 +61,21 @@ def test_the_noop_sink_is_built_lazily_and_exports_nothing():
     sink = registry.get("NoOp").sink_factory({})
     result = sink.export(None, iter(()), None, None, None)  # type: ignore[arg-type]
     assert (result.records, result.bytes_exported) == (0, 0)
+
+
+def test_capabilities_say_how_each_destination_writes():
+    writes = {spec.type: spec.capabilities.writes for spec in registry.DESTINATIONS}
+    assert writes == {
+        **dict.fromkeys(("AzureBlob", "File", "S3", "AwsS3", "S3Compatible"), "files"),
+        **dict.fromkeys(("BigQuery", "Databricks", "Postgres", "Redshift", "Snowflake"), "merge"),
+        "HTTP": "send",
+        "NoOp": "nothing",
+    }
+
+
+def test_a_file_destination_offers_the_formats_its_schema_accepts():
+    for spec in registry.DESTINATIONS:
+        field = spec.config_serializer().fields.get("file_format")
+        choices = tuple(field.choices) if field is not None else ()
+        assert spec.capabilities.file_formats == choices, spec.type
+        assert (spec.capabilities.writes == "files") == bool(choices), spec.type

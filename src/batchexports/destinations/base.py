@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from rest_framework import serializers
 
@@ -66,6 +66,22 @@ class Sink(Protocol):
     ) -> SinkResult: ...
 
 
+# How a run's rows land: "files" writes the interval's files (a re-run replaces them); "merge"
+# merges rows into a table on the model's keys (`core/model_rules.py`); "send" posts them to an
+# endpoint; "nothing" exports nothing.
+WriteStrategy = Literal["files", "merge", "send", "nothing"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capabilities:
+    """What a destination type can do, in one record; its config schema and sink enforce it."""
+
+    models: frozenset[str] = ALL_MODELS
+    # The formats a config may choose; () where the sink stages in a format of its own.
+    file_formats: tuple[str, ...] = ()
+    writes: WriteStrategy = "merge"
+
+
 @dataclass(frozen=True, kw_only=True)
 class DestinationSpec:
     """What the rest of the service needs to know about one destination type."""
@@ -77,7 +93,7 @@ class DestinationSpec:
     # imports the sink module (and its client library) only when called, never at import time.
     sink_factory: Callable[[Mapping[str, Any]], Sink]
     secret_fields: tuple[SecretPath, ...] = ()
-    supported_models: frozenset[str] = ALL_MODELS
+    capabilities: Capabilities = Capabilities()
     description: str = ""
     # The checks of `GET test/?destination=TYPE` and `run_test_step`; empty until the
     # destination's I/O exists, and then the API answers 404 as PostHog does.
@@ -90,6 +106,10 @@ class DestinationSpec:
     # start-up sweep (`files/leftovers.py`); None where nothing is left (Azure Blob drops uncommitted
     # blocks itself) or where the sink sweeps its own stage tables (`drop_stale_stages`).
     leftover_store: Callable[[Mapping[str, Any]], LeavesLeftovers] | None = None
+
+    @property
+    def supported_models(self) -> frozenset[str]:
+        return self.capabilities.models
 
     def validate_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """Validate a complete config; raise `serializers.ValidationError` naming the field."""

@@ -15,7 +15,7 @@ from rest_framework import serializers
 
 from batchexports.destinations.azure_blob import checks as azure_checks
 from batchexports.destinations.base import DestinationSpec, Sink
-from batchexports.destinations.files.config import FileOutputConfigSerializer
+from batchexports.destinations.files.config import FILE_CAPABILITIES, FileOutputConfigSerializer
 
 
 class AzureBlobConfigSerializer(FileOutputConfigSerializer):
@@ -45,4 +45,5 @@ SPEC = DestinationSpec(
     description="Files in an Azure Blob Storage container.",
     test_steps=azure_checks.STEPS,
     sink_factory=_azure_blob_sink,
+    capabilities=FILE_CAPABILITIES,
 )

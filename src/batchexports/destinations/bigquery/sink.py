@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import hashlib
 import logging
 import re
 import tempfile
@@ -99,9 +98,7 @@ def quote(name: str) -> str:
 
 def stage_table_id(run: ExportRun, table_id: str) -> str:
     """Deterministic per (batch export, interval, model): a retry replaces the attempt before it."""
-    start = run.data_interval_start.isoformat() if run.data_interval_start else ""
-    key = f"{run.batch_export_id}|{start}|{run.data_interval_end.isoformat()}|{run.model}"
-    return f"{table_id}_stage_{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    return f"{table_id}_stage_{staging.stage_digest(run)[:16]}"
 
 
 # --- errors -----------------------------------------------------------------------------------

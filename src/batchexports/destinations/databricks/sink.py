@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import hashlib
 import logging
 import tempfile
 import threading
@@ -77,9 +76,7 @@ def string(text: str) -> str:
 
 def stage_name(run: ExportRun) -> str:
     """Deterministic per (batch export, interval, model): a retry replaces the attempt before it."""
-    start = run.data_interval_start.isoformat() if run.data_interval_start else ""
-    key = f"{run.batch_export_id}|{start}|{run.data_interval_end.isoformat()}|{run.model}"
-    return "batchexports_stage_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    return "batchexports_stage_" + staging.stage_digest(run)[:16]
 
 
 # --- authentication ---------------------------------------------------------------------------

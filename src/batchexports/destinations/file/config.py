@@ -16,7 +16,7 @@ from rest_framework import serializers
 
 from batchexports.destinations.base import DestinationSpec, Sink
 from batchexports.destinations.file import checks as file_checks
-from batchexports.destinations.files.config import FileOutputConfigSerializer
+from batchexports.destinations.files.config import FILE_CAPABILITIES, FileOutputConfigSerializer
 
 if TYPE_CHECKING:
     from batchexports.destinations.file.store import LocalFolderStore
@@ -79,4 +79,5 @@ SPEC = DestinationSpec(
     test_steps=file_checks.STEPS,
     sink_factory=lambda config: _local_folder_sink(config),
     leftover_store=_local_folder,
+    capabilities=FILE_CAPABILITIES,
 )

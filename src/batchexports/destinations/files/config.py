@@ -8,8 +8,12 @@ from typing import Any
 
 from rest_framework import serializers
 
+from batchexports.destinations.base import Capabilities
 from batchexports.destinations.fields import EventFilterConfigSerializer
 from batchexports.destinations.files.formats import DEFAULT_FILE_FORMAT, FILE_FORMATS, supported_compressions
+
+# Every destination that writes files offers every format of the writers' catalogue.
+FILE_CAPABILITIES = Capabilities(file_formats=tuple(FILE_FORMATS), writes="files")
 
 
 class FileOutputConfigSerializer(EventFilterConfigSerializer):

@@ -12,7 +12,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from batchexports.destinations.base import DestinationSpec, Sink
+from batchexports.destinations.base import Capabilities, DestinationSpec, Sink
 from batchexports.destinations.fields import EventFilterConfigSerializer, HttpUrlField
 from batchexports.destinations.http import checks as http_checks
 
@@ -33,7 +33,7 @@ SPEC = DestinationSpec(
     label="PostHog (HTTP)",
     config_serializer=HttpConfigSerializer,
     secret_fields=(("token",),),
-    supported_models=frozenset({"events"}),
+    capabilities=Capabilities(models=frozenset({"events"}), writes="send"),
     description="Events sent in PostHog's /batch/ format to another PostHog instance.",
     test_steps=http_checks.STEPS,
     sink_factory=_http_sink,

@@ -13,7 +13,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
-from batchexports.destinations.base import DestinationSpec, Sink
+from batchexports.destinations.base import Capabilities, DestinationSpec, Sink
 
 
 @extend_schema_serializer(component_name="NoOpDestinationConfig")
@@ -43,5 +43,6 @@ SPEC = DestinationSpec(
     secret_fields=(),
     description="Exports nothing; its runs complete at once. For trying schedules and the API.",
     sink_factory=_noop_sink,
+    capabilities=Capabilities(writes="nothing"),
     reads_source=False,
 )

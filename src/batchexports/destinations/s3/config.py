@@ -17,7 +17,7 @@ from rest_framework import serializers
 
 from batchexports.destinations.base import DestinationSpec, Sink
 from batchexports.destinations.fields import HttpUrlField
-from batchexports.destinations.files.config import FileOutputConfigSerializer
+from batchexports.destinations.files.config import FILE_CAPABILITIES, FileOutputConfigSerializer
 from batchexports.destinations.s3 import checks as s3_checks
 
 if TYPE_CHECKING:
@@ -149,6 +149,7 @@ def _spec(type_: str, label: str, serializer: type[serializers.Serializer], desc
         test_steps=s3_checks.STEPS,
         sink_factory=_s3_sink,
         leftover_store=_s3_store,
+        capabilities=FILE_CAPABILITIES,
         offered=offered,
     )
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import hashlib
 import logging
 import re
 import tempfile
@@ -88,9 +87,7 @@ def object_name(name: str) -> str:
 def stage_table_name(run: ExportRun) -> str:
     """Deterministic per (batch export, interval, model), and an unquoted identifier: a retried run
     replaces the stage of the attempt before it, and `@%NAME` needs no quoting."""
-    start = run.data_interval_start.isoformat() if run.data_interval_start else ""
-    key = f"{run.batch_export_id}|{start}|{run.data_interval_end.isoformat()}|{run.model}"
-    return "BATCHEXPORTS_STAGE_" + hashlib.sha256(key.encode()).hexdigest()[:20].upper()
+    return "BATCHEXPORTS_STAGE_" + staging.stage_digest(run)[:20].upper()
 
 
 # --- errors -------------------------------------------------------------------------------

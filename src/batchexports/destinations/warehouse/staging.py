@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -24,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from batchexports.core.model_rules import JSON_COLUMNS
-from batchexports.core.run import CancelToken, Progress, ProgressCallback
+from batchexports.core.run import CancelToken, ExportRun, Progress, ProgressCallback
 from batchexports.destinations.files.writers import ParquetWriter
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,14 @@ def stage_parquet(
     if cancel:
         cancel.raise_if_cancelled()
     return files, records, total
+
+
+def stage_digest(run: ExportRun) -> str:
+    """The sha256 hex digest of (batch export, interval, model): the stable part of a stage table's
+    name, so a retried run replaces the stage of the attempt before it."""
+    start = run.data_interval_start.isoformat() if run.data_interval_start else ""
+    key = f"{run.batch_export_id}|{start}|{run.data_interval_end.isoformat()}|{run.model}"
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def stage_mark(export_id: str | None, created: dt.datetime | None = None) -> str:
