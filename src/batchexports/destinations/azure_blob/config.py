@@ -2,7 +2,7 @@
 account, reached with the account's connection string (a secret).
 
 This module validates configuration and wires the destination's sink (the file exporter over
-`azure_store.AzureBlobObjectStore`) and test steps (`azure_checks`); the Azure SDK is imported
+`store.AzureBlobObjectStore`) and test steps (`checks.py`); the Azure SDK is imported
 only when one of them runs.
 """
 

@@ -3,8 +3,8 @@ Google Cloud service account whose key fields (`private_key`, `private_key_id`, 
 `client_email`) are copied from its JSON key file.
 
 Secrets, as PostHog hides them: `private_key`, `private_key_id`, `client_email`, `token_uri`.
-This module validates configuration; the sink (`bigquery_sink`) and the test steps
-(`bigquery_checks`) connect.
+This module validates configuration; the sink (`sink.py`) and the test steps
+(`checks.py`) connect.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 through a SQL warehouse, authenticated as an OAuth service principal (`client_id` and
 `client_secret`, both secrets).
 
-This module validates configuration; the sink (`databricks_sink`) and the test steps
-(`databricks_checks`) connect.
+This module validates configuration; the sink (`sink.py`) and the test steps
+(`checks.py`) connect.
 """
 
 from __future__ import annotations

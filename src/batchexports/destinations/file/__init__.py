@@ -1,1 +1,2 @@
-"""The file destination: `config` (schema and definition), `checks` (test steps), and its sink or store."""
+"""The local folder ("File"): files under the service's export directory. `config` (schema and spec),
+`checks` (test steps, and where a config's folder is), `store` (the folder as an object store)."""

@@ -6,7 +6,7 @@ things have `remove_leftovers(prefix, started_before)`; this module calls it:
 
 - `clean_interval()` at the start of every run, for the keys of that run's interval (a run of the
   interval is starting: anything an earlier attempt of it left is dead);
-- `sweep_files()` at start-up (`pipeline/startup_sweep.py`), for everything under an export's prefix that
+- `sweep_files()` at start-up (`batchexports.pipeline.startup_sweep`), for everything under an export's prefix that
   started more than the run timeout ago (no attempt of any interval lives that long).
 
 The local folder knows exactly which temporary files are dead (their writer's lock is gone) and

@@ -1,1 +1,2 @@
-"""The http destination: `config` (schema and definition), `checks` (test steps), and its sink or store."""
+"""HTTP: events posted to another PostHog's `/batch/` endpoint. `config` (schema and spec), `checks`
+(test steps), `sink` (batching, gzip, retries, error classification)."""

@@ -2,7 +2,7 @@
 
 The receiving PostHog is named by its capture URL and identified by its project API key
 (`token`, kept secret). Only the `events` model can be sent this way. This module holds no
-HTTP client code: the sink (`http_sink`) and the test steps (`http_checks`) do the sending.
+HTTP client code: the sink (`sink.py`) and the test steps (`checks.py`) do the sending.
 """
 
 from __future__ import annotations

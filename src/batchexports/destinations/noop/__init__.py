@@ -1,1 +1,1 @@
-"""The noop destination: `config` (schema and definition), `checks` (test steps), and its sink or store."""
+"""NoOp: accepts any config and exports nothing. `config` (schema and spec), `sink` (never given rows)."""

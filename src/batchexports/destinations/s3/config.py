@@ -5,7 +5,7 @@ PostHog split it in two), each with PostHog's fields of that type.
 Access keys are optional: without them the sink uses the credentials of its environment
 (instance role, `AWS_*` variables); with them, both keys are needed and both are secrets.
 This module validates configuration and wires the sink and the test steps; the I/O lives in
-`s3_store.py` (imported lazily, with boto3) and `s3_checks.py`.
+`store.py` (imported lazily, with boto3) and `checks.py`.
 """
 
 from __future__ import annotations

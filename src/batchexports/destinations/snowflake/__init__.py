@@ -1,1 +1,2 @@
-"""The snowflake destination: `config` (schema and definition), `checks` (test steps), and its sink or store."""
+"""Snowflake: rows loaded into a table through a table stage. `config` (schema and spec), `checks`
+(test steps), `sink` (connector, key-pair auth, merge, error classification)."""

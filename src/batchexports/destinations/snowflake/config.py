@@ -2,7 +2,7 @@
 authenticated by password or by key pair (a PEM private key, optionally encrypted).
 
 Secrets: `user`, `password`, `private_key`, `private_key_passphrase`. This module validates
-configuration; the sink (`snowflake_sink`) and the test steps (`snowflake_checks`) connect.
+configuration; the sink (`sink.py`) and the test steps (`checks.py`) connect.
 """
 
 from __future__ import annotations
