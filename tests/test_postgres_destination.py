@@ -27,7 +27,7 @@ import pytest
 from batchexports.core.errors import NonRetryableError, RetryableError
 from batchexports.core.run import Cancelled, CancelToken, ExportRun, Progress
 from batchexports.destinations import registry
-from batchexports.destinations.postgres_sink import (
+from batchexports.destinations.postgres.sink import (
     COPY_SIGNATURE,
     COPY_TRAILER,
     PostgresSink,

@@ -33,9 +33,10 @@ from moto.server import ThreadedMotoServer
 
 from batchexports.core.errors import NonRetryableError
 from batchexports.core.run import ExportRun
-from batchexports.destinations import redshift_sink, registry, staging
-from batchexports.destinations.postgres_sink import literal, stage_table_name
-from batchexports.destinations.redshift_sink import RedshiftSink, staging_store_config
+from batchexports.destinations import registry, staging
+from batchexports.destinations.postgres.sink import literal, stage_table_name
+from batchexports.destinations.redshift import sink as redshift_sink
+from batchexports.destinations.redshift.sink import RedshiftSink, staging_store_config
 from batchexports.destinations.s3_store import S3ObjectStore
 from batchexports.events.duckdb_store import DuckDBEventsStore
 from batchexports.pipeline.export import export

@@ -30,11 +30,11 @@ def _load() -> None:
         file,
         http,
         noop,
-        postgres,
-        redshift,
         s3,
         snowflake,
     )
+    from batchexports.destinations.postgres import config as postgres_config  # noqa: F401
+    from batchexports.destinations.redshift import config as redshift_config  # noqa: F401
 
 
 def get(destination_type: str) -> DestinationSpec:

@@ -16,9 +16,9 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from batchexports.destinations import postgres_checks
 from batchexports.destinations.base import DestinationConfigSerializer, DestinationSpec, Sink
-from batchexports.destinations.postgres import PostgresConfigSerializer, port_field
+from batchexports.destinations.postgres import checks as postgres_checks
+from batchexports.destinations.postgres.config import PostgresConfigSerializer, port_field
 from batchexports.destinations.registry import register
 
 IAM_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+$")
@@ -118,7 +118,7 @@ _AWS_KEYS = ("aws_access_key_id", "aws_secret_access_key")
 
 
 def _redshift_sink(config: Mapping[str, Any]) -> Sink:
-    from batchexports.destinations.redshift_sink import RedshiftSink
+    from batchexports.destinations.redshift.sink import RedshiftSink
 
     return RedshiftSink(config)
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from rest_framework import serializers
 
-from batchexports.destinations import postgres_checks
 from batchexports.destinations.base import DestinationSpec, Sink
 from batchexports.destinations.file import EventFilterConfigSerializer
+from batchexports.destinations.postgres import checks as postgres_checks
 from batchexports.destinations.registry import register
 
 
@@ -44,7 +44,7 @@ class PostgresConfigSerializer(EventFilterConfigSerializer):
 
 
 def _postgres_sink(config: Mapping[str, Any]) -> Sink:
-    from batchexports.destinations.postgres_sink import PostgresSink
+    from batchexports.destinations.postgres.sink import PostgresSink
 
     return PostgresSink(config)
 

@@ -46,7 +46,7 @@ import pyarrow.compute as pc
 from batchexports.core import watchdog
 from batchexports.core.errors import DestinationError, NonRetryableError
 from batchexports.core.run import CancelToken, Progress, ProgressCallback
-from batchexports.destinations.postgres_sink import (
+from batchexports.destinations.postgres.sink import (
     STATEMENT_TIMEOUT_S,
     LoadPlan,
     LoadSession,

@@ -20,13 +20,13 @@ TABLE_PRIVILEGES = ("SELECT", "INSERT", "DELETE")
 
 
 def _postgres_sink(config: Mapping[str, Any]) -> Any:
-    from batchexports.destinations.postgres_sink import PostgresSink
+    from batchexports.destinations.postgres.sink import PostgresSink
 
     return PostgresSink(config)
 
 
 def _redshift_sink(config: Mapping[str, Any]) -> Any:
-    from batchexports.destinations.redshift_sink import RedshiftSink
+    from batchexports.destinations.redshift.sink import RedshiftSink
 
     return RedshiftSink(config)
 
@@ -61,7 +61,7 @@ def make_steps(make_sink: Callable[[Mapping[str, Any]], Any], label: str) -> tup
             cursor.fetchall()
 
     def check_schema(config: Mapping[str, Any]) -> None:
-        from batchexports.destinations.postgres_sink import ident, qualified
+        from batchexports.destinations.postgres.sink import ident, qualified
 
         sink = make_sink(config)
         schema, table = _names(config)
@@ -105,7 +105,7 @@ def make_steps(make_sink: Callable[[Mapping[str, Any]], Any], label: str) -> tup
                 )
 
     def check_table(config: Mapping[str, Any]) -> None:
-        from batchexports.destinations.postgres_sink import qualified
+        from batchexports.destinations.postgres.sink import qualified
 
         sink = make_sink(config)
         schema, _ = _names(config)
