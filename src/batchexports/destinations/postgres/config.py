@@ -1,8 +1,8 @@
 """Config schema of the PostgreSQL destination: rows inserted into a table of a database.
 
 Both `user` and `password` are secrets. Redshift speaks the same protocol and extends this
-schema (see `redshift.py`). This module validates configuration and wires the sink and the test
-steps; the I/O lives in `postgres_sink.py` and `postgres_checks.py` (psycopg imported lazily).
+schema (see `redshift/config.py`). This module validates configuration and wires the sink and the test
+steps; the I/O lives in `sink.py` and `checks.py` (psycopg imported lazily).
 """
 
 from __future__ import annotations

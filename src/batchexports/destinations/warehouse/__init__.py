@@ -1,0 +1,1 @@
+"""The warehouse kit: what the sinks that load tables share."""
