@@ -40,7 +40,7 @@ from common import PeakRSS
 from stream_memory import START, fill
 
 from batchexports.core.run import ExportRun
-from batchexports.destinations.postgres_sink import PostgresSink
+from batchexports.destinations.postgres.sink import PostgresSink
 from batchexports.events.duckdb_store import DuckDBEventsStore
 from batchexports.pipeline.export import model_query
 

@@ -20,7 +20,7 @@ import pytest
 from batchexports.core import watchdog
 from batchexports.core.errors import RetryableError
 from batchexports.core.run import CancelToken, ExportRun, Progress
-from batchexports.destinations.postgres_sink import PostgresSink
+from batchexports.destinations.postgres.sink import PostgresSink
 from batchexports.pipeline.export import export
 from tests.exports_fixtures import HOUR, T0, TEAM, known_events, store_with
 from tests.own_postgres import Cluster, own_cluster

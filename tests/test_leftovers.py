@@ -151,7 +151,9 @@ def test_stale_postgres_stage_tables_of_the_export_are_dropped_and_no_others():
 
     import psycopg
 
-    from batchexports.destinations.postgres_sink import STAGE_COMMENT, PostgresSink, drop_stale_stages
+    from batchexports.destinations.postgres.sink import PostgresSink
+    from batchexports.destinations.warehouse.sql_kit.sink import drop_stale_stages
+    from batchexports.destinations.warehouse.sql_kit.stages import STAGE_COMMENT
 
     name = f"be_left_{os.getpid()}_{int(dt.datetime.now().timestamp())}"
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as admin_pg:
@@ -266,9 +268,9 @@ def test_the_start_up_sweep_drops_stale_stage_tables_through_each_warehouses_sin
 
     from batchexports.destinations.bigquery import sink as bigquery_sink
     from batchexports.destinations.databricks import sink as databricks_sink
-    from batchexports.destinations.postgres_sink import literal
     from batchexports.destinations.snowflake import sink as snowflake_sink
     from batchexports.destinations.warehouse import staging
+    from batchexports.destinations.warehouse.sql_kit.identifiers import literal
     from batchexports.exports.models import BatchExport, BatchExportDestination
     from batchexports.exports.run_book import live_exports
     from batchexports.pipeline import startup_sweep as startup

@@ -27,15 +27,11 @@ import pytest
 from batchexports.core.errors import NonRetryableError, RetryableError
 from batchexports.core.run import Cancelled, CancelToken, ExportRun, Progress
 from batchexports.destinations import registry
-from batchexports.destinations.postgres_sink import (
-    COPY_SIGNATURE,
-    COPY_TRAILER,
-    PostgresSink,
-    clean_column,
-    column_kind,
-    encode_copy_rows,
-    stage_table_name,
-)
+from batchexports.destinations.postgres.copy_format import COPY_SIGNATURE, COPY_TRAILER, encode_copy_rows
+from batchexports.destinations.postgres.sink import PostgresSink
+from batchexports.destinations.warehouse.sql_kit.cleaning import clean_column
+from batchexports.destinations.warehouse.sql_kit.dialect import column_kind
+from batchexports.destinations.warehouse.sql_kit.stages import stage_table_name
 from batchexports.events.duckdb_store import EVENTS_SCHEMA, DuckDBEventsStore
 from batchexports.pipeline.export import export, model_query
 from tests import contract

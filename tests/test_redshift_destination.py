@@ -33,11 +33,13 @@ from moto.server import ThreadedMotoServer
 
 from batchexports.core.errors import NonRetryableError
 from batchexports.core.run import ExportRun
-from batchexports.destinations import redshift_sink, registry
-from batchexports.destinations.postgres_sink import literal, stage_table_name
-from batchexports.destinations.redshift_sink import RedshiftSink, staging_store_config
+from batchexports.destinations import registry
+from batchexports.destinations.redshift import sink as redshift_sink
+from batchexports.destinations.redshift.sink import RedshiftSink, staging_store_config
 from batchexports.destinations.s3.store import S3ObjectStore
 from batchexports.destinations.warehouse import staging
+from batchexports.destinations.warehouse.sql_kit.identifiers import literal
+from batchexports.destinations.warehouse.sql_kit.stages import stage_table_name
 from batchexports.events.duckdb_store import DuckDBEventsStore
 from batchexports.pipeline.export import export
 from tests import contract

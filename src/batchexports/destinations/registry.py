@@ -7,7 +7,6 @@ libraries (boto3, snowflake-connector, ...) are imported inside their sinks, whe
 
 from __future__ import annotations
 
-from batchexports.destinations import postgres, redshift
 from batchexports.destinations.azure_blob import config as azure_blob
 from batchexports.destinations.base import DestinationSpec
 from batchexports.destinations.bigquery import config as bigquery
@@ -15,6 +14,8 @@ from batchexports.destinations.databricks import config as databricks
 from batchexports.destinations.file import config as file
 from batchexports.destinations.http import config as http
 from batchexports.destinations.noop import config as noop
+from batchexports.destinations.postgres import config as postgres
+from batchexports.destinations.redshift import config as redshift
 from batchexports.destinations.s3 import config as s3
 from batchexports.destinations.snowflake import config as snowflake
 

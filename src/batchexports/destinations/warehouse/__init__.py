@@ -1,2 +1,2 @@
-"""The warehouse kit shared by the sinks that load staged files (Snowflake, BigQuery, Databricks):
-staging batches as Parquet parts, stage names and the mark that tells a stale stage table apart."""
+"""The warehouse kit: what the sinks that load tables share. `staging` stages batches as Parquet parts
+for Snowflake, BigQuery and Databricks; `sql_kit` is the PostgreSQL family's (PostgreSQL, Redshift)."""

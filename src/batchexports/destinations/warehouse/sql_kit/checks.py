@@ -1,9 +1,9 @@
-"""The test steps of the PostgreSQL and Redshift destinations: connect, check the schema and the
+"""The test steps of the PostgreSQL-protocol destinations: connect, check the schema and the
 permissions the export needs, then create, write, read and drop a test table.
 
 Each step connects anew through the sink's own connection code (same TLS mode, timeouts and
-error classification), so a step passes exactly when the sink could do the same. psycopg and
-the sinks are imported when a step runs, never when this module is imported.
+error classification), so a step passes exactly when the sink could do the same. The sink is made
+by the factory each destination's `checks` module passes to `make_steps`, when a step runs.
 """
 
 from __future__ import annotations
@@ -15,20 +15,9 @@ from typing import Any
 
 from batchexports.core.errors import DestinationError
 from batchexports.destinations.testing import DestinationCheckFailed, TestStep
+from batchexports.destinations.warehouse.sql_kit.identifiers import ident, qualified
 
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "DELETE")
-
-
-def _postgres_sink(config: Mapping[str, Any]) -> Any:
-    from batchexports.destinations.postgres_sink import PostgresSink
-
-    return PostgresSink(config)
-
-
-def _redshift_sink(config: Mapping[str, Any]) -> Any:
-    from batchexports.destinations.redshift_sink import RedshiftSink
-
-    return RedshiftSink(config)
 
 
 @contextlib.contextmanager
@@ -61,8 +50,6 @@ def make_steps(make_sink: Callable[[Mapping[str, Any]], Any], label: str) -> tup
             cursor.fetchall()
 
     def check_schema(config: Mapping[str, Any]) -> None:
-        from batchexports.destinations.postgres_sink import ident, qualified
-
         sink = make_sink(config)
         schema, table = _names(config)
         with _connected(sink) as connection, sink.translated(f"checking the schema '{schema}'"):
@@ -105,13 +92,11 @@ def make_steps(make_sink: Callable[[Mapping[str, Any]], Any], label: str) -> tup
                 )
 
     def check_table(config: Mapping[str, Any]) -> None:
-        from batchexports.destinations.postgres_sink import qualified
-
         sink = make_sink(config)
         schema, _ = _names(config)
         name = qualified(schema, f"batchexports_test_{uuid.uuid4().hex[:16]}")
-        json_type = "JSONB" if label == "PostgreSQL" else sink.dialect.json_type
-        parse = "%s" if label == "PostgreSQL" or json_type != "SUPER" else "JSON_PARSE(%s)"
+        json_type = sink.dialect.json_type
+        parse = "JSON_PARSE(%s)" if json_type == "SUPER" else "%s"
         payload = '{"$browser": "batchexports"}'
         with _connected(sink) as connection, sink.translated(f"creating a test table in the schema '{schema}'"):
             cursor = connection.cursor()
@@ -144,7 +129,3 @@ def make_steps(make_sink: Callable[[Mapping[str, Any]], Any], label: str) -> tup
             check=check_table,
         ),
     )
-
-
-STEPS = make_steps(_postgres_sink, "PostgreSQL")
-REDSHIFT_STEPS = make_steps(_redshift_sink, "Redshift")

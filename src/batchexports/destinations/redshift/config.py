@@ -3,8 +3,8 @@ type for JSON properties and its load mode, either INSERT statements or COPY fro
 staged in S3 (`copy_inputs`, required in COPY mode).
 
 Secrets: `user`, `password` and every AWS key inside `copy_inputs`; an IAM role ARN is not a
-secret. This module validates configuration and wires the sink (`redshift_sink.py`) and the
-test steps (`postgres_checks.py`); psycopg and boto3 are imported lazily.
+secret. This module validates configuration and wires the sink (`sink.py`) and the
+test steps (`checks.py`); psycopg and boto3 are imported lazily.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from batchexports.destinations import postgres_checks
 from batchexports.destinations.base import DestinationConfigSerializer, DestinationSpec, Sink
-from batchexports.destinations.postgres import PostgresConfigSerializer, port_field
+from batchexports.destinations.postgres.config import PostgresConfigSerializer, port_field
+from batchexports.destinations.redshift import checks as redshift_checks
 
 IAM_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+$")
 _AUTHORIZATION_HELP = (
@@ -117,7 +117,7 @@ _AWS_KEYS = ("aws_access_key_id", "aws_secret_access_key")
 
 
 def _redshift_sink(config: Mapping[str, Any]) -> Sink:
-    from batchexports.destinations.redshift_sink import RedshiftSink
+    from batchexports.destinations.redshift.sink import RedshiftSink
 
     return RedshiftSink(config)
 
@@ -133,6 +133,6 @@ SPEC = DestinationSpec(
         *(("copy_inputs", "bucket_credentials", key) for key in _AWS_KEYS),
     ),
     description="Rows in an Amazon Redshift table, by INSERT or by COPY from S3.",
-    test_steps=postgres_checks.REDSHIFT_STEPS,
+    test_steps=redshift_checks.STEPS,
     sink_factory=lambda config: _redshift_sink(config),
 )

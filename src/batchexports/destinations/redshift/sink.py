@@ -1,4 +1,5 @@
-"""The Redshift sink: the PostgreSQL sink (`postgres_sink.py`) in Redshift's dialect, through one stage table.
+"""The Redshift sink: the skeleton PostgreSQL's sink has too (`warehouse/sql_kit/sink.py`), in Redshift's
+dialect (`dialect.py`), through one stage table loaded whole, then merged.
 
 What differs from PostgreSQL:
 
@@ -11,7 +12,7 @@ What differs from PostgreSQL:
   `COPY stage (…) FROM 's3://…/manifest.json' IAM_ROLE '…' | ACCESS_KEY_ID '…' SECRET_ACCESS_KEY
   '…' FORMAT AS PARQUET MANIFEST`; the staged files are deleted once the stage is loaded.
 - Redshift enforces no primary key and has no `ON CONFLICT`: every model is merged by
-  delete-then-insert in one transaction. Events: delete the table's rows whose uuid is staged,
+  delete-then-insert in one transaction (`dialect.py`). Events: delete the table's rows whose uuid is staged,
   insert the stage. Persons and sessions: drop the staged rows that are not newer than the
   table's (by the same version columns as PostgreSQL), delete the rows they replace, insert.
 - Text is `VARCHAR(65535)` (Redshift's `TEXT` is `VARCHAR(256)`), and JSON is either that or
@@ -22,10 +23,10 @@ What differs from PostgreSQL:
   instead; a truncated JSON document is not JSON any more and its data is silently lost, so
   this sink stops and says what to change instead.
 
-The stage table is marked as PostgreSQL's segments are: its comment (`COMMENT ON TABLE`, read back
-with `obj_description`, which Redshift has too) names the export and the creation time, and the
-run's start drops the export's marked stages older than any run lives, as does the start-up sweep
-(`drop_stale_stages`), never a table without the mark.
+The stage table is marked as PostgreSQL's segments are (`warehouse/sql_kit/stages.py`): its comment
+(`COMMENT ON TABLE`, read back with `obj_description`, which Redshift has too) names the export and
+the creation time, and the run's start drops the export's marked stages older than any run lives,
+as does the start-up sweep (`drop_stale_stages`), never a table without the mark.
 
 Credentials (the user's password and the AWS keys of `copy_inputs`) are only ever part of the
 statements sent to Redshift; they are scrubbed from every error message and never logged.
@@ -47,130 +48,24 @@ from batchexports.core import watchdog
 from batchexports.core.errors import DestinationError, NonRetryableError
 from batchexports.core.run import CancelToken, Progress, ProgressCallback
 from batchexports.destinations.files import keys
-from batchexports.destinations.postgres_sink import (
-    STATEMENT_TIMEOUT_S,
-    LoadPlan,
-    LoadSession,
-    PostgresDialect,
-    StageColumn,
-    StagedSink,
-    TargetColumn,
-    clean_column,
-    ident,
-    literal,
-    scrub,
-)
+from batchexports.destinations.redshift.dialect import VARCHAR_MAX, RedshiftDialect
+from batchexports.destinations.warehouse.sql_kit.cleaning import clean_column
+from batchexports.destinations.warehouse.sql_kit.connection import STATEMENT_TIMEOUT_S
+from batchexports.destinations.warehouse.sql_kit.dialect import TargetColumn
+from batchexports.destinations.warehouse.sql_kit.errors import scrub
+from batchexports.destinations.warehouse.sql_kit.identifiers import ident, literal
+from batchexports.destinations.warehouse.sql_kit.loading import LoadSession, ParallelLoader
+from batchexports.destinations.warehouse.sql_kit.plan import LoadPlan
+from batchexports.destinations.warehouse.sql_kit.sink import PgFamilySink
+from batchexports.destinations.warehouse.sql_kit.stages import STALE_STAGE_AGE, stage_comment, stale_stages
 
 logger = logging.getLogger(__name__)
 
-VARCHAR_MAX = 65535
 MAX_STATEMENT_BYTES = 8 * 1024 * 1024  # Redshift's limit is 16 MB
 MAX_ROWS_PER_STATEMENT = 5000
 PART_BYTES = 256 * 1024 * 1024  # of Arrow data per staged Parquet part
 PARQUET_COMPRESSION = "snappy"
 _VALUE_OVERHEAD = 16  # quotes, separators and casts around each value of an INSERT
-
-_SHORT = "VARCHAR(200)"
-_LONG = f"VARCHAR({VARCHAR_MAX})"
-
-
-def _events_table(json_type: str) -> tuple[tuple[str, str], ...]:
-    """PostHog's events table for Redshift batch exports, plus the person and insertion columns."""
-    return (
-        ("uuid", _SHORT),
-        ("event", _LONG),
-        ("properties", json_type),
-        ("elements", _LONG),
-        ("set", json_type),
-        ("set_once", json_type),
-        ("distinct_id", _LONG),
-        ("team_id", "BIGINT"),
-        ("ip", _SHORT),
-        ("site_url", _SHORT),
-        ("timestamp", "TIMESTAMPTZ"),
-        ("person_id", _SHORT),
-        ("person_properties", json_type),
-        ("created_at", "TIMESTAMPTZ"),
-        ("_inserted_at", "TIMESTAMPTZ"),
-    )
-
-
-class RedshiftDialect(PostgresDialect):
-    label = "Redshift"
-    stage_prefix = "CREATE TABLE"  # no UNLOGGED; a TEMP table would be private to one session
-
-    _STAGE_TYPES = {
-        "json": (_LONG, "character varying"),
-        "text": (_LONG, "character varying"),
-        "list": (_LONG, "character varying"),  # as JSON text
-        "int": ("BIGINT", "bigint"),
-        "float": ("DOUBLE PRECISION", "double precision"),
-        "bool": ("BOOLEAN", "boolean"),
-        "timestamptz": ("TIMESTAMPTZ", "timestamp with time zone"),
-        "timestamp": ("TIMESTAMP", "timestamp without time zone"),
-        "date": ("DATE", "date"),
-    }
-
-    def __init__(self, config: Mapping[str, Any]):
-        super().__init__(config)
-        self.json_type = "SUPER" if config.get("properties_data_type") == "super" else _LONG
-
-    def table_ddl(self, model: str, schema: pa.Schema) -> list[tuple[str, str]]:
-        if model == "events":
-            return list(_events_table(self.json_type))
-        columns = []
-        for field in schema:
-            stage = self.stage_column(field)
-            columns.append((field.name, self.json_type if stage.kind in ("json", "list") else stage.ddl))
-        return columns
-
-    def derived(self, name: str, available: set[str]) -> tuple[str, tuple[str, ...]] | None:
-        if name == "ip" and "properties" in available:
-            return "NULLIF(JSON_EXTRACT_PATH_TEXT(s.\"properties\", '$ip', TRUE), '')", ("properties",)
-        if name == "elements" and "elements_chain" in available:
-            return 's."elements_chain"', ("elements_chain",)
-        return None
-
-    def convert(self, expression: str, stage: StageColumn, target: TargetColumn) -> str:
-        if target.type == "super":
-            return f"JSON_PARSE({expression})" if stage.kind in ("json", "list") else expression
-        if target.type == stage.type:
-            return expression
-        return f"CAST({expression} AS {target.type})"
-
-    def describe(self, cursor: Any, schema: str, table: str) -> list[TargetColumn] | None:
-        cursor.execute(
-            "SELECT column_name, COALESCE(domain_name, data_type), character_maximum_length "
-            "FROM information_schema.columns WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-            (schema, table),
-        )
-        rows = cursor.fetchall()
-        return [TargetColumn(name, str(kind).lower(), length) for name, kind, length in rows] or None
-
-    def check_conversions(self, cursor: Any, plan: LoadPlan) -> None:
-        """Redshift reports an impossible conversion when merging (a non-retryable DatatypeMismatch)."""
-
-    def merge_statements(self, plan: LoadPlan) -> list[str]:
-        columns = ", ".join(ident(c) for c in plan.columns)
-        select = ", ".join(plan.expressions[c] for c in plan.columns)
-        insert = f"INSERT INTO {plan.target} ({columns}) SELECT {select} FROM {plan.stage} AS s"
-        if not plan.rules.upsert:
-            (key,) = plan.rules.keys
-            staged_keys = f"SELECT {plan.expressions[key]} FROM {plan.stage} AS s"
-            return [f"DELETE FROM {plan.target} WHERE {ident(key)} IN ({staged_keys})", insert]
-        # DELETE takes no alias in Redshift: columns are qualified with the tables' names.
-        same_key = " AND ".join(f"{plan.target}.{ident(k)} = {plan.stage}.{ident(k)}" for k in plan.rules.keys)
-        statements = []
-        if plan.versions:
-            newer = " OR ".join(
-                f"COALESCE({plan.stage}.{ident(v)} > {plan.target}.{ident(v)}, {plan.target}.{ident(v)} IS NULL)"
-                for v in plan.versions
-            )
-            statements.append(f"DELETE FROM {plan.stage} USING {plan.target} WHERE {same_key} AND NOT ({newer})")
-        statements.append(f"DELETE FROM {plan.target} USING {plan.stage} WHERE {same_key}")
-        statements.append(insert)
-        return statements
-
 
 # -- values -----------------------------------------------------------------------------------------
 
@@ -284,10 +179,11 @@ def copy_statement(plan: LoadPlan, manifest_url: str, authorization: str | Mappi
 # -- the sink ---------------------------------------------------------------------------------------
 
 
-class RedshiftSink(StagedSink):
+class RedshiftSink(PgFamilySink):
     """Loads record batches into a Redshift table; see the module docstring."""
 
     dialect_class = RedshiftDialect
+    dialect: RedshiftDialect
     merges_without_unique_key = True
     statement_timeout_in_options = False  # Redshift rejects libpq's `options`: SET after connecting
 
@@ -326,10 +222,36 @@ class RedshiftSink(StagedSink):
                 raise type(error)(scrub(str(error), self.config)) from None
             raise NonRetryableError(scrub(advice, self.config)) from None
 
-    # loading
+    # the stage
 
-    def open_session(self, plan: LoadPlan) -> LoadSession:
-        return InsertSession(self, plan)
+    def create_stage(self, cursor: Any, plan: LoadPlan) -> None:
+        """Drop the stage an earlier attempt of this run left, and this export's stages of other intervals
+        older than any attempt lives (runs killed and never retried); create the stage, marked as ours."""
+        stale = [plan.stage]
+        if self.export_id:
+            stale += [
+                name for name in stale_stages(cursor, plan.schema, self.export_id, STALE_STAGE_AGE) if name not in stale
+            ]
+        cursor.execute(f"DROP TABLE IF EXISTS {', '.join(stale)}")
+        columns = ", ".join(f"{ident(c.name)} {c.ddl}" for c in plan.stage_columns)
+        cursor.execute(f"{self.dialect.stage_prefix} {plan.stage} ({columns})")
+        cursor.execute(f"COMMENT ON TABLE {plan.stage} IS {literal(stage_comment(self.export_id))}")
+
+    def drop_stage(self, connection: Any, plan: LoadPlan) -> None:
+        try:
+            connection.execute(f"DROP TABLE IF EXISTS {plan.stage}")
+            connection.commit()
+        except Exception:  # the next attempt drops it first
+            logger.warning("could not drop the stage table %s", plan.stage_name)
+
+    def merge(self, connection: Any, plan: LoadPlan) -> None:
+        cursor = connection.cursor()
+        for statement in self.dialect.merge_statements(plan):
+            cursor.execute(statement)
+        cursor.execute(f"DROP TABLE {plan.stage}")
+        connection.commit()
+
+    # loading
 
     def check_batch(self, plan: LoadPlan, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Clean the batch, render lists as JSON, and refuse a value longer than its VARCHAR column."""
@@ -387,7 +309,7 @@ class RedshiftSink(StagedSink):
         cancel: CancelToken | None,
     ) -> tuple[int, int]:
         if self.mode != "COPY":
-            return super().load(connection, plan, batches, progress, cancel)
+            return self._insert(plan, batches, progress, cancel)
         copy_inputs = self.config.get("copy_inputs") or {}
         store = self._open_store(copy_inputs)
         folder = keys.join_key(str(copy_inputs.get("s3_key_prefix") or ""), f"batchexports/{plan.stage_name}")
@@ -410,6 +332,31 @@ class RedshiftSink(StagedSink):
             return records, sum(size for _, size in parts)
         finally:
             self._remove_staged(store, folder)
+
+    def _insert(
+        self,
+        plan: LoadPlan,
+        batches: Iterable[pa.RecordBatch],
+        progress: ProgressCallback | None,
+        cancel: CancelToken | None,
+    ) -> tuple[int, int]:
+        """INSERT mode: the batches through `InsertSession`s into the stage table."""
+        loader = ParallelLoader(lambda: InsertSession(self, plan), self.load_connections)
+        try:
+            for batch in batches:
+                if cancel:
+                    cancel.raise_if_cancelled()
+                loader.put(self.check_batch(plan, batch.select(plan.stage_names)))
+                if progress:
+                    rows, sent = loader.progress()
+                    progress(Progress(records_completed=rows, bytes_exported=sent))
+            if cancel:
+                cancel.raise_if_cancelled()
+            loader.close()
+        except BaseException:
+            loader.abort()
+            raise
+        return loader.progress()
 
     def _open_store(self, copy_inputs: Mapping[str, Any]) -> Any:
         config = staging_store_config(copy_inputs)

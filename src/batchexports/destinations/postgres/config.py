@@ -1,8 +1,8 @@
 """Config schema of the PostgreSQL destination: rows inserted into a table of a database.
 
 Both `user` and `password` are secrets. Redshift speaks the same protocol and extends this
-schema (see `redshift.py`). This module validates configuration and wires the sink and the test
-steps; the I/O lives in `postgres_sink.py` and `postgres_checks.py` (psycopg imported lazily).
+schema (see `redshift/config.py`). This module validates configuration and wires the sink and the test
+steps; the I/O lives in `sink.py` and `checks.py` (psycopg imported lazily).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 
 from rest_framework import serializers
 
-from batchexports.destinations import postgres_checks
 from batchexports.destinations.base import DestinationSpec, Sink
 from batchexports.destinations.fields import EventFilterConfigSerializer
+from batchexports.destinations.postgres import checks as postgres_checks
 
 
 def port_field(default: int) -> serializers.IntegerField:
@@ -43,7 +43,7 @@ class PostgresConfigSerializer(EventFilterConfigSerializer):
 
 
 def _postgres_sink(config: Mapping[str, Any]) -> Sink:
-    from batchexports.destinations.postgres_sink import PostgresSink
+    from batchexports.destinations.postgres.sink import PostgresSink
 
     return PostgresSink(config)
 

@@ -1,0 +1,1 @@
+"""The PostgreSQL destination: config (DRF serializer and spec), sink, test steps; nothing is imported here."""
