@@ -389,3 +389,23 @@ def test_set_password_prompts_twice(user, monkeypatch):
     answers = iter(["same one", "same one"])
     assert cli.main(["set-password", "--email", "ada@example.com"]) == 0
     assert authenticate(username="ada@example.com", password="same one") is not None
+
+
+def test_the_config_form_takes_its_inputs_from_the_serializers_field_styles():
+    """A secret rendered as a text area is one whose field style says so (DRF's `base_template`),
+    not one whose name looks like a key: the PEM keys are multi-line, their ids and passphrases not."""
+    from batchexports.destinations import registry
+    from batchexports.web.forms import config_fields
+
+    kinds = {
+        (spec.type, field.name): field.kind
+        for spec in registry.all_specs()
+        for field in config_fields(spec)
+        if field.kind in ("secret", "secret_text")
+    }
+    assert {key for key, kind in kinds.items() if kind == "secret_text"} == {
+        ("BigQuery", "private_key"),
+        ("Snowflake", "private_key"),
+    }
+    assert kinds[("Snowflake", "private_key_passphrase")] == "secret"
+    assert kinds[("BigQuery", "private_key_id")] == "secret"

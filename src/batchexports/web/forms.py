@@ -101,9 +101,9 @@ def _default(drf_field: serializers.Field) -> Any:
 
 
 def _kind(name: str, drf_field: serializers.Field, top_secrets: set[str]) -> str:
+    # From the serializer's field styles (DRF's way): a text area style makes a secret multi-line.
     if name in top_secrets:
-        multiline = "private_key" in name and "passphrase" not in name and not name.endswith("_id")
-        return "secret_text" if multiline else "secret"
+        return "secret_text" if drf_field.style.get("base_template") == "textarea.html" else "secret"
     if isinstance(drf_field, serializers.BaseSerializer):
         return "json"
     if isinstance(drf_field, serializers.BooleanField):

@@ -26,7 +26,9 @@ class BigQueryConfigSerializer(EventFilterConfigSerializer):
         required=False, default="events", help_text="Destination table; created when it does not exist."
     )
     private_key = serializers.CharField(
-        trim_whitespace=False, help_text="'private_key' of the service account's JSON key file."
+        trim_whitespace=False,
+        help_text="'private_key' of the service account's JSON key file.",
+        style={"input_type": "password", "base_template": "textarea.html"},  # a PEM block: many lines
     )
     private_key_id = serializers.CharField(help_text="'private_key_id' of the service account's JSON key file.")
     token_uri = HttpUrlField(help_text="'token_uri' of the key file, usually 'https://oauth2.googleapis.com/token'.")

@@ -17,7 +17,8 @@ from batchexports.destinations.fields import EventFilterConfigSerializer
 from batchexports.destinations.snowflake import checks as snowflake_checks
 
 
-def _optional_secret(help_text: str) -> serializers.CharField:
+def _optional_secret(help_text: str, multiline: bool = False) -> serializers.CharField:
+    style = {"input_type": "password", **({"base_template": "textarea.html"} if multiline else {})}
     return serializers.CharField(
         required=False,
         allow_null=True,
@@ -25,6 +26,7 @@ def _optional_secret(help_text: str) -> serializers.CharField:
         default=None,
         trim_whitespace=False,
         help_text=help_text,
+        style=style,  # DRF's field styles, which the web form renders
     )
 
 
@@ -38,7 +40,7 @@ class SnowflakeConfigSerializer(EventFilterConfigSerializer):
         help_text="'password', or 'keypair' for key-pair authentication.",
     )
     password = _optional_secret("Password of the user; required when authentication_type is 'password'.")
-    private_key = _optional_secret("PEM private key; required when authentication_type is 'keypair'.")
+    private_key = _optional_secret("PEM private key; required when authentication_type is 'keypair'.", multiline=True)
     private_key_passphrase = _optional_secret("Passphrase of an encrypted private key.")
     database = serializers.CharField(help_text="Database of the destination table.")
     warehouse = serializers.CharField(help_text="Warehouse that runs the loads.")
