@@ -147,7 +147,7 @@ def export_payload(**overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def events_store(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A fresh DuckDB events store for the test, used by capture and the model queries."""
-    from batchexports.events.store import get_store, reset_store
+    from batchexports.events.stores import get_store, reset_store
 
     monkeypatch.setenv("BATCHEXPORTS_DUCKDB_PATH", str(tmp_path / "events.duckdb"))
     reset_store()

@@ -19,7 +19,7 @@ PAST = dt.datetime(2024, 2, 10, 8, 0, tzinfo=dt.UTC)
 
 @pytest.fixture
 def store_path(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from batchexports.events.store import reset_store
+    from batchexports.events.stores import reset_store
 
     path = tmp_path / "events.duckdb"
     monkeypatch.setenv("BATCHEXPORTS_DUCKDB_PATH", str(path))
@@ -113,7 +113,7 @@ def test_import_of_an_unknown_format_or_project_is_refused(db, project, store_pa
 def test_demo_is_deterministic_and_realistic(db, project, store_path, tmp_path, monkeypatch, capsys):
     assert cli.main(["demo", "--project", str(project.id), "--events", "3000", "--days", "2", "--seed", "7"]) == 0
     first = stored(store_path, project.id)
-    from batchexports.events.store import reset_store
+    from batchexports.events.stores import reset_store
 
     other = tmp_path / "other.duckdb"
     monkeypatch.setenv("BATCHEXPORTS_DUCKDB_PATH", str(other))

@@ -179,7 +179,8 @@ def _project_or_exit(project_id: int) -> int:
 
 
 def _open_store_or_exit() -> object:
-    from batchexports.events.store import StoreUnavailable, open_store
+    from batchexports.events.store import StoreUnavailable
+    from batchexports.events.stores import open_store
 
     try:
         return open_store()

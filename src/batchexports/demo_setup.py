@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from batchexports.accounts.models import Project, User
 from batchexports.events.demo import DemoTraffic
-from batchexports.events.store import get_store
+from batchexports.events.stores import get_store
 from batchexports.exports.backfills import calendar_for
 from batchexports.exports.models import BatchExport
 from batchexports.exports.services import create_backfill, create_export

@@ -78,7 +78,7 @@ def wire_activities() -> Any:
     from django.conf import settings
 
     from batchexports.engine.activities import Activities
-    from batchexports.events.store import get_store
+    from batchexports.events.stores import get_store
     from batchexports.exports.run_book import DjangoRunBook
 
     return Activities(DjangoRunBook(), get_store, lambda: settings.BATCHEXPORTS_RETRY_WINDOW_SECONDS)
@@ -237,7 +237,7 @@ def _start_watchdog(limit: float, server: Any | None) -> threading.Timer:
 
 def _close_store() -> None:
     """Close the events store (DuckDB checkpoints its WAL) once nothing uses it any more."""
-    from batchexports.events.store import reset_store
+    from batchexports.events.stores import reset_store
 
     try:
         reset_store()

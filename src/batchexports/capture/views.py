@@ -20,7 +20,8 @@ from django.views.decorators.csrf import csrf_exempt
 from batchexports.capture.payloads import BadPayload, PayloadTooLarge, decode_body, engage_to_events, interpret
 from batchexports.capture.sdk_http import INVALID_TOKEN_DETAIL, error, project_for_token, with_cors
 from batchexports.events.normalize import InvalidEvent, normalize_event
-from batchexports.events.store import StoreUnavailable, get_store
+from batchexports.events.store import StoreUnavailable
+from batchexports.events.stores import get_store
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 
 from batchexports.core.errors import NonRetryableError
 from batchexports.core.run import Cancelled, CancelToken, ExportRun, Progress
-from batchexports.engine import retry_window, schedules
+from batchexports.engine import retry_window
 from batchexports.engine.inputs import (
     BackfillInput,
     BackfillPlan,
@@ -182,7 +182,9 @@ class Activities:
     @activity.defn(name="pause_schedule")
     async def pause_schedule(self, batch_export_id: str) -> None:
         """The run workflow's step after a run that made its export pause (repeated failures)."""
-        await schedules.pause(activity.client(), batch_export_id, note="paused after repeated failures")
+        # The worker's own client; schedules.py is not imported here (it names RunWorkflow, which names this).
+        handle = activity.client().get_schedule_handle(batch_export_id)
+        await handle.pause(note="paused after repeated failures")
 
     def _estimate(self, whole_range: ExportRun) -> int | None:
         """The source's count of the rows of a backfill's range: its `total_records_count` until it ends."""

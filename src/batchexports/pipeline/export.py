@@ -18,7 +18,8 @@ from batchexports.core.run import CancelToken, ExportResult, ExportRun, Progress
 from batchexports.destinations import registry
 from batchexports.events.filters import InvalidFilters, parse_filters
 from batchexports.events.hogql import InvalidHogQL, parse_query
-from batchexports.events.store import DEFAULT_BATCH_ROWS, EventsStore, ModelQuery, get_store
+from batchexports.events.store import DEFAULT_BATCH_ROWS, EventsStore, ModelQuery
+from batchexports.events.stores import get_store
 
 
 def model_query(run: ExportRun, batch_rows: int = DEFAULT_BATCH_ROWS) -> ModelQuery:
