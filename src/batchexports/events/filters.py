@@ -116,9 +116,7 @@ def parse_filters(raw: Any, model: str = "events") -> list[PropertyFilter]:
 def _subject(f: PropertyFilter, dialect: SQLDialect, model: str) -> tuple[str, str | None]:
     """(text value of what the filter tests, the JSON column it reads or None for expressions)."""
     if f.expression is not None:
-        rendered = hogql.render_expression(f.expression, dialect)
-        text = f"CAST(({rendered}) AS VARCHAR)" if dialect.name == "duckdb" else f"toString({rendered})"
-        return text, None
+        return dialect.to_text(hogql.render_expression(f.expression, dialect)), None
     column = COLUMNS[model][f.type]
     assert column is not None
     return dialect.json_string(column, f.key), column

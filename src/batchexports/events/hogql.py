@@ -211,19 +211,18 @@ def _render_node(node: exp.Expr, dialect: SQLDialect) -> exp.Expr:
 
 
 def _hogql_function(name: str, args: list[str], dialect: SQLDialect) -> str | None:
-    duck = dialect.name == "duckdb"
     if name == "tostring":
-        return f"CAST({args[0]} AS VARCHAR)" if duck else f"toString({args[0]})"
+        return dialect.to_text(args[0])
     if name in ("toint", "toint64"):
-        return f"TRY_CAST({args[0]} AS BIGINT)" if duck else f"toInt64OrNull(toString({args[0]}))"
+        return dialect.try_int(args[0])
     if name in ("tofloat", "tofloat64"):
         return dialect.try_float(args[0])
     if name == "todatetime":
         return dialect.try_timestamp(args[0])
     if name == "todate":
-        return f"TRY_CAST({args[0]} AS DATE)" if duck else f"toDateOrNull(toString({args[0]}))"
+        return dialect.try_date(args[0])
     if name == "replaceall":
-        return f"replace({', '.join(args)})" if duck else f"replaceAll({', '.join(args)})"
+        return dialect.replace_all(*args)
     return None
 
 
@@ -232,7 +231,4 @@ def render_expression(node: exp.Expr, dialect: SQLDialect) -> str:
 
 
 def select_list(query: HogQLQuery, dialect: SQLDialect) -> str:
-    quote = (lambda a: '"' + a.replace('"', '""') + '"') if dialect.name == "duckdb" else (
-        lambda a: "`" + a.replace("`", "\\`") + "`"
-    )  # fmt: skip
-    return ", ".join(f"{render_expression(f.node, dialect)} AS {quote(f.alias)}" for f in query.fields)
+    return ", ".join(f"{render_expression(f.node, dialect)} AS {dialect.quote(f.alias)}" for f in query.fields)

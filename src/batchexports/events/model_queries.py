@@ -49,39 +49,9 @@ def _event_names(query: ModelQuery, d: SQLDialect) -> str:
     return sql
 
 
-def _deduplicated_events(query: ModelQuery, d: SQLDialect) -> str:
-    """Events that arrived in the interval with PostHog's export columns, once per uuid (first to arrive)."""
-    scope = f"team_id = {d.literal(query.team_id)} AND {_interval(query, d, d.inserted_at)}{_event_names(query, d)}"
-    if d.name == "duckdb":
-        # Duplicates are found by an aggregate over uuids alone and joined back, so the rows
-        # themselves stream; a window over whole rows would hold the interval in memory (3x slower).
-        return f"""
-            WITH duplicated AS (
-                SELECT uuid, arg_min(rowid, _inserted_at) AS kept FROM events WHERE {scope}
-                GROUP BY uuid HAVING count(*) > 1
-            )
-            SELECT
-                e.uuid::VARCHAR AS uuid, e.team_id, e.timestamp, e._inserted_at, e.created_at, e.event,
-                e.properties::VARCHAR AS properties, e.distinct_id, e.elements_chain,
-                e.person_id::VARCHAR AS person_id, e.person_properties::VARCHAR AS person_properties,
-                json_extract(e.properties, '$."$set"')::VARCHAR AS "set",
-                json_extract(e.properties, '$."$set_once"')::VARCHAR AS set_once
-            FROM events AS e LEFT JOIN duplicated AS d ON e.uuid = d.uuid
-            WHERE {scope.replace("team_id", "e.team_id").replace("_inserted_at", "e._inserted_at").replace("event ", "e.event ")}
-              AND (d.kept IS NULL OR e.rowid = d.kept)
-        """  # noqa: E501
-    return f"""
-        SELECT
-            toString(uuid) AS uuid, team_id, timestamp, {d.inserted_at} AS _inserted_at, created_at, event,
-            properties, distinct_id, nullIf(elements_chain, '') AS elements_chain,
-            toString(person_id) AS person_id, nullIf(person_properties, '') AS person_properties,
-            nullIf(JSONExtractRaw(properties, '$set'), '') AS `set`,
-            nullIf(JSONExtractRaw(properties, '$set_once'), '') AS set_once
-        FROM {d.events}
-        WHERE {scope}
-        ORDER BY uuid, _inserted_at
-        LIMIT 1 BY uuid
-    """
+def _events_scope(query: ModelQuery, d: SQLDialect) -> str:
+    """The events a run exports, before property filters: the team's, arrived in the interval."""
+    return f"team_id = {d.literal(query.team_id)} AND {_interval(query, d, d.inserted_at)}{_event_names(query, d)}"
 
 
 def events_sql(query: ModelQuery, d: SQLDialect) -> str:
@@ -91,67 +61,58 @@ def events_sql(query: ModelQuery, d: SQLDialect) -> str:
         if query.hogql.where is not None:
             conditions.append(f"({hogql.render_expression(query.hogql.where, d)})")
     else:
-        columns = ", ".join(_quote(c, d) for c in EVENTS_COLUMNS)
+        columns = ", ".join(d.quote(c) for c in EVENTS_COLUMNS)
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    return f"SELECT {columns} FROM ({_deduplicated_events(query, d)}) AS events{where}"
-
-
-def _quote(name: str, d: SQLDialect) -> str:
-    return f'"{name}"' if d.name == "duckdb" else f"`{name}`"
+    return f"SELECT {columns} FROM ({d.export_events(_events_scope(query, d))}) AS events{where}"
 
 
 def persons_sql(query: ModelQuery, d: SQLDialect) -> str:
     """Each distinct id whose mapping or person changed in the interval, at its latest version as of
     the interval's end (so that re-running a past interval gives the rows it gave then)."""
     team, end = d.literal(query.team_id), d.timestamp(query.end)
-    arg_max = "arg_max" if d.name == "duckdb" else "argMax"
-    person_key = "person_id" if d.name == "duckdb" else "id"
     inserted = d.person_inserted_at
-    union = "UNION" if d.name == "duckdb" else "UNION DISTINCT"
     person_filters = "".join(f" AND {property_filters.condition(f, d, 'persons')}" for f in query.filters)
-    to_text = (lambda c: f"{c}::VARCHAR") if d.name == "duckdb" else (lambda c: f"toString({c})")
-    flag = (lambda c: c) if d.name == "duckdb" else (lambda c: f"toBool({c})")
     return f"""
         WITH changed_persons AS (
-            SELECT DISTINCT {person_key} AS person_id FROM {d.persons}
+            SELECT DISTINCT {d.persons_id} AS person_id FROM {d.persons}
             WHERE team_id = {team} AND {_interval(query, d, inserted)}
         ),
         changed AS (
             SELECT DISTINCT distinct_id FROM {d.distinct_ids} WHERE team_id = {team} AND {_interval(query, d, inserted)}
-            {union}
+            {d.union_distinct}
             SELECT DISTINCT distinct_id FROM {d.distinct_ids}
             WHERE team_id = {team} AND {inserted} < {end} AND person_id IN (SELECT person_id FROM changed_persons)
         ),
         latest_distinct_ids AS (
             SELECT distinct_id,
-                   {arg_max}(person_id, version) AS person_id,
+                   {d.arg_max("person_id", "version")} AS person_id,
                    max(version) AS person_distinct_id_version,
-                   {arg_max}(is_deleted, version) AS is_deleted,
-                   {arg_max}({inserted}, version) AS _inserted_at
+                   {d.arg_max("is_deleted", "version")} AS is_deleted,
+                   {d.arg_max(inserted, "version")} AS _inserted_at
             FROM {d.distinct_ids}
             WHERE team_id = {team} AND {inserted} < {end} AND distinct_id IN (SELECT distinct_id FROM changed)
             GROUP BY distinct_id
         ),
         latest_persons AS (
-            SELECT {person_key} AS person_id,
-                   {arg_max}(properties, version) AS properties,
+            SELECT {d.persons_id} AS person_id,
+                   {d.arg_max("properties", "version")} AS properties,
                    max(version) AS person_version,
                    min(created_at) AS created_at,
-                   {arg_max}(is_deleted, version) AS is_deleted,
-                   {arg_max}({inserted}, version) AS _inserted_at
+                   {d.arg_max("is_deleted", "version")} AS is_deleted,
+                   {d.arg_max(inserted, "version")} AS _inserted_at
             FROM {d.persons}
             WHERE team_id = {team} AND {inserted} < {end}
-              AND {person_key} IN (SELECT person_id FROM latest_distinct_ids)
-            GROUP BY {person_key}
+              AND {d.persons_id} IN (SELECT person_id FROM latest_distinct_ids)
+            GROUP BY {d.persons_id}
         )
         SELECT * FROM (
             SELECT
                 CAST({team} AS BIGINT) AS team_id, dids.distinct_id AS distinct_id,
-                {to_text("dids.person_id")} AS person_id,
-                {to_text("p.properties")} AS properties, CAST(p.person_version AS BIGINT) AS person_version,
+                {d.to_text("dids.person_id")} AS person_id,
+                {d.to_text("p.properties")} AS properties, CAST(p.person_version AS BIGINT) AS person_version,
                 CAST(dids.person_distinct_id_version AS BIGINT) AS person_distinct_id_version,
                 p.created_at AS created_at,
-                {flag("(p.is_deleted OR dids.is_deleted)")} AS is_deleted,
+                {d.boolean("(p.is_deleted OR dids.is_deleted)")} AS is_deleted,
                 greatest(p._inserted_at, dids._inserted_at) AS _inserted_at
             FROM latest_distinct_ids AS dids JOIN latest_persons AS p ON dids.person_id = p.person_id
         ) AS persons
@@ -164,37 +125,21 @@ def sessions_sql(query: ModelQuery, d: SQLDialect) -> str:
     that had arrived by the interval's end."""
     team, end = d.literal(query.team_id), d.timestamp(query.end)
     url, pathname = d.json_string("properties", "$current_url"), d.json_string("properties", "$pathname")
-    duck = d.name == "duckdb"
 
     def first(expr: str) -> str:
-        return f"arg_min({expr}, timestamp) FILTER (WHERE {expr} IS NOT NULL)" if duck else (
-            f"argMinIf({expr}, timestamp, {expr} IS NOT NULL)"
-        )  # fmt: skip
+        return d.arg_min_if(expr, "timestamp", f"{expr} IS NOT NULL")
 
     def last(expr: str) -> str:
-        return f"arg_max({expr}, timestamp) FILTER (WHERE {expr} IS NOT NULL)" if duck else (
-            f"argMaxIf({expr}, timestamp, {expr} IS NOT NULL)"
-        )  # fmt: skip
+        return d.arg_max_if(expr, "timestamp", f"{expr} IS NOT NULL")
 
     def count(event: str) -> str:
-        return f"count(*) FILTER (WHERE event = '{event}')" if duck else f"toInt64(countIf(event = '{event}'))"
+        return d.count_if(f"event = '{event}'")
 
-    flag = (lambda c: c) if duck else (lambda c: f"toBool({c})")
-    seconds = "CAST(epoch(max(timestamp)) - epoch(min(timestamp)) AS BIGINT)" if duck else (
-        "toInt64(dateDiff('second', min(timestamp), max(timestamp)))"
-    )  # fmt: skip
-    urls = (
-        f"coalesce(list_sort(list_distinct(list({url}) FILTER (WHERE {url} IS NOT NULL))), []::VARCHAR[])"
-        if duck
-        else f"arraySort(groupUniqArrayIf({url}, {url} IS NOT NULL))"
-    )
+    seconds = d.seconds_between("min(timestamp)", "max(timestamp)")
     utm = ",\n".join(
         f"{first(d.json_string('properties', 'utm_' + part))} AS entry_utm_{part}"
         for part in ("source", "medium", "campaign", "term", "content")
     )
-    dedupe = "QUALIFY row_number() OVER (PARTITION BY uuid ORDER BY _inserted_at) = 1" if duck else (
-        "ORDER BY uuid, _inserted_at LIMIT 1 BY uuid"
-    )  # fmt: skip
     return f"""
         WITH touched AS (
             SELECT DISTINCT {d.session_id} AS session_id FROM {d.events}
@@ -205,14 +150,14 @@ def sessions_sql(query: ModelQuery, d: SQLDialect) -> str:
                    {d.inserted_at} AS _inserted_at
             FROM {d.events}
             WHERE team_id = {team} AND {d.inserted_at} < {end} AND {d.session_id} IN (SELECT session_id FROM touched)
-            {dedupe}
+            {d.first_row_of_each("uuid", "_inserted_at")}
         )
         SELECT
             session_id, team_id,
-            {"arg_min" if duck else "argMin"}(distinct_id, timestamp) AS distinct_id,
+            {d.arg_min("distinct_id", "timestamp")} AS distinct_id,
             min(timestamp) AS start_timestamp,
             max(timestamp) AS end_timestamp,
-            {urls} AS urls,
+            {d.sorted_distinct(url)} AS urls,
             {first(url)} AS entry_url,
             {last(url)} AS exit_url,
             {first(pathname)} AS entry_pathname,
@@ -222,7 +167,7 @@ def sessions_sql(query: ModelQuery, d: SQLDialect) -> str:
             {count("$pageview")} AS pageview_count,
             {count("$autocapture")} AS autocapture_count,
             {seconds} AS session_duration,
-            {flag(f"({count('$pageview')} <= 1 AND {count('$autocapture')} = 0 AND {seconds} < {BOUNCE_SECONDS})")}
+            {d.boolean(f"({count('$pageview')} <= 1 AND {count('$autocapture')} = 0 AND {seconds} < {BOUNCE_SECONDS})")}
                 AS is_bounce,
             max(_inserted_at) AS _inserted_at
         FROM session_events
