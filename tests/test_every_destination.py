@@ -92,7 +92,9 @@ class WatchedStore:
 
 @pytest.fixture
 def store(tmp_path: Any) -> Iterator[DuckDBEventsStore]:
-    store = DuckDBEventsStore(tmp_path / "events.duckdb")
+    # Not events.duckdb: the HTTP harness receives into conftest's events_store there, and a project
+    # id equal to TEAM would read the source rows back as if they had been sent.
+    store = DuckDBEventsStore(tmp_path / "source.duckdb")
     store.import_table(TEAM, known_events(EVENTS))
     yield store
     store.close()
