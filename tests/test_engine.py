@@ -15,6 +15,7 @@ import pytest
 from django.utils import timezone
 from temporalio.client import WorkflowExecutionStatus
 
+from batchexports.core.receipts import receipt_of
 from batchexports.engine import client as temporal
 from batchexports.engine import schedules
 from batchexports.engine.reconcile import reconcile
@@ -158,6 +159,8 @@ def test_a_triggered_schedule_exports_the_interval_that_just_ended(api, project,
     assert (run.data_interval_start, run.data_interval_end) == (previous_hour, previous_hour + HOUR)
     assert run.records_completed == run.records_total_count == 300
     assert run.bytes_exported > 0 and run.finished_at is not None
+    receipt = receipt_of([source], "events")  # recorded through the workflow's history (test_receipts.py)
+    assert receipt is not None and (run.receipt_rows, run.receipt_checksum) == (300, receipt.checksum_hex)
     assert exported_rows(rows_in(export_dir)) == expected_rows(source)
     messages = list(BatchExportLogEntry.objects.filter(run_id=run.id).values_list("message", flat=True))
     assert any("Run starting" in m for m in messages) and any("Run completed: 300 rows" in m for m in messages)

@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from batchexports.core import receipts
 from batchexports.core.run import Cancelled, CancelToken, ExportResult, ExportRun
 from batchexports.destinations import registry
 from batchexports.events.duckdb_store import DuckDBEventsStore
@@ -170,6 +171,8 @@ def test_a_rerun_of_an_interval_replaces_what_it_exported(harness, store):
         return
     assert first.records_completed == EVENTS
     assert by_uuid(harness.read_back()) == source_rows(store)
+    # The receipt is of the rows read, whatever the sink (`core/receipts.py`, test_receipts.py).
+    assert first.receipt == receipts.receipt_of([pa.table({"uuid": list(source_rows(store))})], "events")
 
     store.import_table(TEAM, known_events(1, start=T0 + dt.timedelta(minutes=30), seed=2))
     again = export(run_of(harness), store, batch_rows=BATCH_ROWS)
@@ -230,7 +233,9 @@ def test_an_interval_without_events_never_contacts_the_destination(harness, stor
         assert harness.contacts() == 0
     if harness.failing is not None:
         with harness.failing() as config:
-            assert export(run_of(harness, config, EMPTY), store) == ExportResult(0, 0, (), 0)
+            # Nothing read: a receipt of no rows (`core/receipts.py`), or none where nothing is read at all (NoOp).
+            receipt = receipts.EMPTY if harness.exports_rows else None
+            assert export(run_of(harness, config, EMPTY), store) == ExportResult(0, 0, (), 0, receipt)
         if harness.contacts is not None:
             assert harness.contacts() == 0
     if not harness.exports_rows:

@@ -1,18 +1,31 @@
 """Specification of run receipts: the row count and order-independent checksum of what a run read.
 
-Real throughout: the checksum over real Arrow batches (DuckDB computes the digests). Nothing is faked.
+Real throughout: the checksum over real Arrow batches (DuckDB computes the digests), the real
+pipeline over the DuckDB events store into the local-folder (File) destination, the real run
+book and API on the test database, and Temporal's own data converter decoding an outcome
+recorded before receipts existed. Nothing is faked.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import random
+from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
+import pytest
+from temporalio.converter import DataConverter
 
 from batchexports.core.receipts import EMPTY, ReceiptTally, identities, receipt_of
-from tests.exports_fixtures import known_events
+from batchexports.engine.inputs import ExportOutcome, FinishRunInput
+from batchexports.exports import run_book
+from batchexports.exports.models import BatchExport, BatchExportRun
+from batchexports.pipeline.export import export
+from tests.conftest import export_payload, prefix_for
+from tests.exports_fixtures import T0, file_run, known_events, store_with
 
 
 def uuids(count: int) -> list[str]:
@@ -124,3 +137,80 @@ def test_rows_without_their_identity_columns_give_no_receipt() -> None:
     tally.add(pa.table({"event": ["$pageview"]}))
     assert tally.receipt is None and tally.rows == 1
     assert receipt_of([], "events") == EMPTY
+
+
+# Through the pipeline
+
+
+@pytest.fixture
+def export_dir(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "exports"
+    monkeypatch.setenv("BATCHEXPORTS_EXPORT_DIR", str(folder))
+    return folder
+
+
+def test_a_completed_export_receipts_the_source_rows(tmp_path, export_dir) -> None:
+    source = known_events(3000)
+    outside = known_events(40, start=T0 + dt.timedelta(hours=1), seed=5)  # the next interval: not read
+    store = store_with(tmp_path, source, outside)
+    result = export(file_run({"path": "p", "file_format": "Parquet"}), store, batch_rows=500)
+    assert result.receipt is not None
+    assert result.receipt.rows == result.records_completed == 3000
+    assert result.receipt == receipt_of([source], "events")
+
+
+def test_an_interval_without_rows_has_an_empty_receipt(tmp_path, export_dir) -> None:
+    store = store_with(tmp_path, known_events(10))
+    result = export(file_run({"path": "p"}, start=T0 + dt.timedelta(days=1)), store)
+    assert result.receipt == EMPTY and result.records_completed == 0
+
+
+# Recorded on the run, returned by the API
+
+
+@pytest.fixture
+def batch_export(api: Any, project: Any, engine: Any) -> BatchExport:
+    response = api.post(prefix_for("projects", project), export_payload(), format="json")
+    assert response.status_code == 201, response.json()
+    return BatchExport.objects.get(id=response.json()["id"])
+
+
+def test_the_run_book_records_the_receipt_of_the_outcome(batch_export: BatchExport) -> None:
+    run = run_book.start_run(batch_export, T0, T0 + dt.timedelta(hours=1), None, "sched-1", "run-a")
+    outcome = ExportOutcome(7, 70, 7, [], receipt_rows=7, receipt_checksum="00000000deadbeef")
+    run_book.DjangoRunBook().finish_run(FinishRunInput(str(run.id), "Completed", outcome=outcome), "sched-1", "run-a")
+    run.refresh_from_db()
+    assert (run.status, run.receipt_rows, run.receipt_checksum) == ("Completed", 7, "00000000deadbeef")
+
+
+def test_an_outcome_recorded_before_receipts_still_decodes_and_records_none(batch_export: BatchExport) -> None:
+    converter = DataConverter.default.payload_converter
+    old = json.dumps({"records_completed": 3, "bytes_exported": 9, "records_total_count": 3, "files": []})
+    (payload,) = converter.to_payloads([json.loads(old)])
+    (outcome,) = converter.from_payloads([payload], [ExportOutcome])
+    assert outcome == ExportOutcome(3, 9, 3, [])
+    run = run_book.start_run(batch_export, T0, T0 + dt.timedelta(hours=1), None, "sched-1", "run-a")
+    run_book.DjangoRunBook().finish_run(FinishRunInput(str(run.id), "Completed", outcome=outcome), "sched-1", "run-a")
+    run.refresh_from_db()
+    assert (run.records_completed, run.receipt_rows, run.receipt_checksum) == (3, None, None)
+
+
+@pytest.mark.parametrize("kind", ["organizations", "projects", "environments"])
+def test_the_runs_api_returns_the_receipt(api: Any, project: Any, batch_export: BatchExport, kind: str) -> None:
+    with_receipt = BatchExportRun.objects.create(
+        batch_export=batch_export, status="Completed", data_interval_start=T0,
+        data_interval_end=T0 + dt.timedelta(hours=1), records_completed=12,
+        receipt_rows=12, receipt_checksum="0123456789abcdef",
+    )  # fmt: skip
+    without = BatchExportRun.objects.create(
+        batch_export=batch_export, status="Completed", data_interval_start=T0 - dt.timedelta(hours=1),
+        data_interval_end=T0, records_completed=4,
+    )  # fmt: skip
+    runs_url = f"{prefix_for(kind, project)}{batch_export.id}/runs/"
+    detail = api.get(f"{runs_url}{with_receipt.id}/")
+    assert detail.status_code == 200
+    assert detail.json()["receipt"] == {"rows": 12, "checksum": "0123456789abcdef"}
+    assert api.get(f"{runs_url}{without.id}/").json()["receipt"] is None
+    page = api.get(runs_url, {"start": "2023-01-01T00:00:00Z"}).json()["results"]
+    listed = {run["id"]: run["receipt"] for run in page}
+    assert listed == {str(with_receipt.id): {"rows": 12, "checksum": "0123456789abcdef"}, str(without.id): None}

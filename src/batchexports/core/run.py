@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchexports.core.receipts import Receipt
+
 
 @dataclass(frozen=True)
 class ExportRun:
@@ -57,6 +59,7 @@ class ExportResult:
     bytes_exported: int
     files: tuple[str, ...]
     records_total_count: int | None = None
+    receipt: Receipt | None = None  # what was read from the source (`receipts.py`)
 
 
 class Cancelled(Exception):

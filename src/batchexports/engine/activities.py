@@ -168,8 +168,14 @@ class Activities:
             self.run_book.mark_retrying(run_id, message, attempt, upcoming.at, upcoming.window_ends)
             raise ApplicationError(message, type=type(error).__name__) from None
         self.run_book.record_progress(run_id, result.records_completed, result.bytes_exported)
+        receipt = result.receipt
         return ExportOutcome(
-            result.records_completed, result.bytes_exported, result.records_total_count, list(result.files)
+            result.records_completed,
+            result.bytes_exported,
+            result.records_total_count,
+            list(result.files),
+            receipt_rows=receipt.rows if receipt else None,
+            receipt_checksum=receipt.checksum_hex if receipt else None,
         )
 
     @activity.defn(name="finish_run")

@@ -33,6 +33,10 @@ class ExportOutcome:
     bytes_exported: int
     records_total_count: int | None
     files: list[str]
+    # The receipt of what was read (`core/receipts.py`); None in histories older than receipts,
+    # and when the rows lack their identity columns.
+    receipt_rows: int | None = None
+    receipt_checksum: str | None = None
 
 
 @dataclass

@@ -110,6 +110,10 @@ class BatchExportRun(models.Model):
     records_failed = models.IntegerField(null=True, blank=True)
     records_total_count = models.IntegerField(null=True, blank=True)
     bytes_exported = models.BigIntegerField(null=True, blank=True)
+    # The receipt of what a completed run read from the source (`core/receipts.py`): null for runs
+    # before receipts and rows without their identity columns.
+    receipt_rows = models.BigIntegerField(null=True, blank=True)
+    receipt_checksum = models.CharField(max_length=16, null=True, blank=True)
     latest_error = models.TextField(null=True, blank=True)
     data_interval_start = models.DateTimeField(null=True, blank=True)
     data_interval_end = models.DateTimeField()

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from batchexports.core.intervals import run_timeout, split_offset
 from batchexports.core.run import ExportRun, LiveExport
-from batchexports.engine.inputs import FinishRunInput
+from batchexports.engine.inputs import ExportOutcome, FinishRunInput
 from batchexports.engine.run_book import (
     BackfillStart,
     Earliest,
@@ -139,6 +139,7 @@ def finish_run(
     bytes_exported: int | None = None,
     total: int | None = None,
     files: list[str] | None = None,
+    receipt: tuple[int, str] | None = None,
 ) -> None:
     run.status = status
     run.latest_error = error
@@ -148,6 +149,8 @@ def finish_run(
         run.bytes_exported = bytes_exported
     if total is not None:
         run.records_total_count = total
+    if receipt is not None:
+        run.receipt_rows, run.receipt_checksum = receipt
     run.save()
     export = run.batch_export
     if status == BatchExportRun.Status.COMPLETED:
@@ -300,6 +303,7 @@ class DjangoRunBook:
             bytes_exported=outcome.bytes_exported if outcome else None,
             total=outcome.records_total_count if outcome else None,
             files=outcome.files if outcome else None,
+            receipt=_receipt_of(outcome),
         )
         if data.status != BatchExportRun.Status.FAILED:
             return False
@@ -371,3 +375,9 @@ def live_exports() -> list[LiveExport]:
         ]
     finally:
         connection.close()
+
+
+def _receipt_of(outcome: ExportOutcome | None) -> tuple[int, str] | None:
+    if outcome is None or outcome.receipt_rows is None or outcome.receipt_checksum is None:
+        return None
+    return outcome.receipt_rows, outcome.receipt_checksum

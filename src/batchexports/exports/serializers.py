@@ -84,7 +84,17 @@ class RunsListQuerySerializer(serializers.Serializer):
         return values
 
 
+class RunReceiptSerializer(serializers.Serializer):
+    """What a completed run read from the source: its row count and the checksum of the rows'
+    identities (`core/receipts.py`). Not in PostHog's schema: its clients ignore the field."""
+
+    rows = serializers.IntegerField(source="receipt_rows")
+    checksum = serializers.CharField(source="receipt_checksum")
+
+
 class BatchExportRunSerializer(serializers.ModelSerializer):
+    receipt = serializers.SerializerMethodField()
+
     class Meta:
         model = BatchExportRun
         fields = [
@@ -103,8 +113,15 @@ class BatchExportRunSerializer(serializers.ModelSerializer):
             "bytes_exported",
             "batch_export",
             "backfill",
+            "receipt",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(RunReceiptSerializer(allow_null=True))
+    def get_receipt(self, run: BatchExportRun) -> dict[str, Any] | None:
+        if run.receipt_rows is None or run.receipt_checksum is None:
+            return None
+        return dict(RunReceiptSerializer(run).data)
 
 
 @extend_schema_field(destination_union())

@@ -3,6 +3,7 @@
 Callable without Temporal: the engine wraps it in an activity and heartbeats with the progress
 callback. A run with no rows finishes without touching the destination. The sink runs under the
 no-progress watchdog (`watchdog.py`): a destination that stops answering fails the run retryably.
+The rows are tallied into the run's receipt (`core/receipts.py`) as the sink takes them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from batchexports.core import watchdog
+from batchexports.core import receipts, watchdog
 from batchexports.core.errors import NonRetryableError
 from batchexports.core.run import CancelToken, ExportResult, ExportRun, ProgressCallback
 from batchexports.destinations import registry
@@ -68,12 +69,16 @@ def export(
     batches = _non_empty(reader)
     first = next(batches, None)
     if first is None:
-        return ExportResult(0, 0, (), total)
+        return ExportResult(0, 0, (), total, receipts.EMPTY)
     sink = spec.sink_factory(run.destination_config)
     cancel = cancel or CancelToken()  # the watchdog stops a stalled export through it
+    tally = receipts.ReceiptTally(run.model)
     with watchdog.watching(cancel) as dog:
-        rows: Iterator[pa.RecordBatch] = itertools.chain([first], batches)
+        rows: Iterator[pa.RecordBatch] = tally.counting(itertools.chain([first], batches))
         if dog is not None:
             rows, progress = dog.batches(rows), dog.progress_callback(progress)
-        result = sink.export(run, rows, reader.schema, progress, cancel)
-    return ExportResult(result.records, result.bytes_exported, result.files, total)
+        try:
+            result = sink.export(run, rows, reader.schema, progress, cancel)
+        finally:
+            tally.close()
+    return ExportResult(result.records, result.bytes_exported, result.files, total, tally.receipt)
