@@ -27,6 +27,8 @@ from batchexports.pipeline.export import export
 from tests.conftest import export_payload, prefix_for
 from tests.exports_fixtures import T0, file_run, known_events, store_with
 
+BASE = "2024-05-01T10:00:00+00:00-2024-05-01T11:00:00+00:00"
+
 
 def uuids(count: int) -> list[str]:
     return known_events(count).column("uuid").to_pylist()
@@ -163,6 +165,18 @@ def test_an_interval_without_rows_has_an_empty_receipt(tmp_path, export_dir) -> 
     store = store_with(tmp_path, known_events(10))
     result = export(file_run({"path": "p"}, start=T0 + dt.timedelta(days=1)), store)
     assert result.receipt == EMPTY and result.records_completed == 0
+
+
+def test_the_manifest_of_a_file_export_carries_the_receipt(tmp_path, export_dir) -> None:
+    source = known_events(20_000)
+    store = store_with(tmp_path, source)
+    config = {"path": "p", "file_format": "JSONLines", "max_file_size_mb": 1}
+    result = export(file_run(config), store, batch_rows=1000)
+    manifest = json.loads((export_dir / "p" / f"{BASE}_manifest.json").read_text())
+    expected = receipt_of([source], "events")
+    assert expected is not None and result.receipt == expected
+    assert manifest["receipt"] == {"rows": 20_000, "checksum": expected.checksum_hex}
+    assert len(manifest["files"]) >= 3
 
 
 # Recorded on the run, returned by the API

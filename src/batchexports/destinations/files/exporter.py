@@ -1,5 +1,8 @@
 """Exporting record batches as files: format, compression, size-based parts, manifest, stale parts.
 
+The manifest (written when files are split in parts, as PostHog does) lists the parts and the
+receipt of the rows written.
+
 Keys are deterministic (see `keys.py`), so exporting the same interval again replaces the same
 objects; after a successful export, the files of this interval and format that it did not write are
 deleted: the extra parts of an earlier and longer attempt, and what an earlier run wrote under
@@ -18,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from batchexports.core.receipts import ReceiptTally
 from batchexports.core.run import CancelToken, ExportRun, Progress, ProgressCallback
 from batchexports.destinations.files import keys, leftovers
 from batchexports.destinations.files.object_store import ObjectStore, ObjectWriter
@@ -92,6 +96,10 @@ def export_files(
     leftovers.clean_interval(
         store, keys.join_key(folder, keys.base_name(run))
     )  # issue 12: earlier attempts' temp files
+    # The manifest carries the receipt of the rows written (`core/receipts.py`), for a reader to check.
+    tally = ReceiptTally(run.model) if split else None
+    if tally is not None:
+        batches = tally.counting(batches)
     part: _Part | None = _Part(store, key_of(0 if split else None), settings, schema)
     try:
         for batch in batches:
@@ -119,9 +127,15 @@ def export_files(
         if part is not None:
             part.abort()
         raise
-    if split:
+    finally:
+        if tally is not None:
+            tally.close()
+    if tally is not None:
         manifest_key = keys.join_key(folder, keys.manifest_name(run))
-        store.put(manifest_key, json.dumps({"files": written}).encode())  # PostHog's shape: the full keys
+        manifest: dict[str, Any] = {"files": written}  # PostHog's shape: the full keys
+        if tally.receipt is not None:
+            manifest["receipt"] = tally.receipt.as_dict()  # ours: PostHog's readers look at "files" only
+        store.put(manifest_key, json.dumps(manifest).encode())
         written_with_manifest = [*written, manifest_key]
     else:
         written_with_manifest = list(written)
