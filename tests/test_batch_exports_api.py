@@ -650,6 +650,9 @@ def test_health(api):
     body = response.json()
     assert body["status"] == "ok"
     assert body["dependencies"]["database"]["ok"] is True
+    store = body["dependencies"]["events_store"]
+    assert store["ok"] is True
+    assert datetime.fromisoformat(store["watermark"]) <= datetime.now(UTC)  # no write in flight: "now"
 
 
 def test_contract_checker_validates_responses(api, project):

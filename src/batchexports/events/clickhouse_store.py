@@ -6,6 +6,17 @@ through a small connection interface: `clickhouse-connect` over HTTP in producti
 (`CLICKHOUSE_URL`), chdb (ClickHouse in process) in the tests. ClickHouse has no transactions:
 person versions are written before the events that reference them, so a failed batch leaves at
 most unreferenced person versions (harmless), never events without their persons.
+
+`inserted_at` and the watermark. In PostHog's own ClickHouse, `inserted_at` is the column's
+`DEFAULT NOW64()`: each server's clock when the Kafka engine's materialized view inserts a block
+(through a Distributed table into `ReplicatedReplacingMergeTree` shards). So it is taken before
+the block is visible, per shard, with no order between shards or replicas and no bound on how late
+a block becomes readable: a row can still appear with a time inside an interval already read, and
+ClickHouse offers no watermark to wait for. What this store does: rows written through it (capture
+and import in this process) take their `inserted_at` from the same commit clock as DuckDB's, under
+the write lock, and `watermark()` is that clock's, so a run waits for this process's writes exactly
+as with DuckDB. It cannot see writes by anyone else (PostHog's ingestion, another process): for
+such a source the guarantee is not given, and a run reads at the watermark of its own writes only.
 """
 
 from __future__ import annotations

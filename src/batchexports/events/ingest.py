@@ -2,7 +2,8 @@
 
 A store subclass supplies the person state the resolver reads (`load_distinct_ids`,
 `load_persons`, `distinct_ids_of`) and `_write`, which stores one batch of events with the
-person versions it produced.
+person versions it produced. Live rows take their `_inserted_at` from the commit clock under the
+write lock, just before the write commits (`commit_clock.py`); past rows keep their `timestamp`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchexports.events.commit_clock import CommitClock
 from batchexports.events.normalize import CapturedEvent
 from batchexports.events.persons import (
     DistinctIdRow,
@@ -51,6 +53,11 @@ class IngestingStore(ABC):
     def __init__(self) -> None:
         # Person resolution reads, decides and appends: one batch at a time per process.
         self._write_lock = threading.Lock()
+        self._commit_clock = CommitClock()
+
+    def watermark(self) -> dt.datetime:
+        """The time before which every write to this store (from this process) has committed."""
+        return self._commit_clock.watermark()
 
     @abstractmethod
     def load_distinct_ids(self, team_id: int, distinct_ids: Sequence[str]) -> dict[str, DistinctIdRow]: ...
@@ -105,13 +112,12 @@ class IngestingStore(ABC):
     def _ingest(
         self, team_id: int, table: pa.Table, historical: bool, parsed_properties: dict[int, dict[str, Any]] | None
     ) -> int:
-        now = dt.datetime.now(dt.UTC)
         special = self._special_rows(table) if parsed_properties is None else parsed_properties
         names = table.column("event").to_pylist()
         distinct_ids = table.column("distinct_id").to_pylist()
         timestamps = table.column("timestamp")
         with self._write_lock:
-            resolver = PersonResolver(self, team_id, now)
+            resolver = PersonResolver(self, team_id, dt.datetime.now(dt.UTC))
             resolver.preload(distinct_ids)
             person_ids: list[str] = []
             person_properties: list[str] = []
@@ -127,9 +133,10 @@ class IngestingStore(ABC):
                 person_ids.append(person.person_id)
                 person_properties.append(person.properties_json())
             changes = resolver.changes()
-            inserted_at = timestamps if historical else pa.array([now] * len(table), TIMESTAMP)
             rows = table.append_column("person_id", pa.array(person_ids, pa.string()))
             rows = rows.append_column("person_properties", pa.array(person_properties, pa.string()))
-            rows = rows.append_column("_inserted_at", inserted_at)
-            self._write(team_id, rows, changes, now, historical)
+            # Taken last, under the lock: a time taken earlier could fall in an interval read meanwhile.
+            with self._commit_clock.committing() as now:
+                inserted_at = timestamps if historical else pa.array([now] * len(table), TIMESTAMP)
+                self._write(team_id, rows.append_column("_inserted_at", inserted_at), changes, now, historical)
         return len(table)

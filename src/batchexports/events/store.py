@@ -62,4 +62,7 @@ class EventsStore(Protocol):
     def earliest(self, model: str, team_id: int) -> dt.datetime | None:
         """The `_inserted_at` of the earliest row of `model`, to clamp backfills."""
 
+    def watermark(self) -> dt.datetime:
+        """The time before which every write has committed: a run reads `[start, end)` once it passes `end`."""
+
     def close(self) -> None: ...

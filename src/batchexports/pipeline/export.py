@@ -4,17 +4,21 @@ Callable without Temporal: the engine wraps it in an activity and heartbeats wit
 callback. A run with no rows finishes without touching the destination. The sink runs under the
 no-progress watchdog (`watchdog.py`): a destination that stops answering fails the run retryably.
 The rows are tallied into the run's receipt (`core/receipts.py`) as the sink takes them.
+A run reads only once the store's watermark has passed the interval's end, so that no write can
+still commit a row into an interval already read (`events/commit_clock.py`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
+import time
 from collections.abc import Iterator
 
 import pyarrow as pa
 
 from batchexports.core import receipts, watchdog
-from batchexports.core.errors import NonRetryableError
+from batchexports.core.errors import NonRetryableError, RetryableError
 from batchexports.core.run import CancelToken, ExportResult, ExportRun, ProgressCallback
 from batchexports.destinations import registry
 from batchexports.events.filters import InvalidFilters, parse_filters
@@ -47,6 +51,31 @@ def model_query(run: ExportRun, batch_rows: int = DEFAULT_BATCH_ROWS) -> ModelQu
     )
 
 
+# A write holds the watermark back only while it commits (milliseconds): the wait is short or none.
+WATERMARK_POLL_SECONDS = 0.2
+WATERMARK_WAIT_SECONDS = 30.0
+
+
+def wait_for_watermark(
+    store: EventsStore,
+    end: dt.datetime,
+    poll: float | None = None,
+    limit: float | None = None,
+) -> None:
+    """Return once every write with `_inserted_at` before `end` has committed; retryable after `limit`."""
+    poll = WATERMARK_POLL_SECONDS if poll is None else poll
+    limit = WATERMARK_WAIT_SECONDS if limit is None else limit
+    deadline = time.monotonic() + limit
+    while (mark := store.watermark()) < end:
+        # An interval that ends beyond the wait (not over yet) fails at once rather than after it.
+        if time.monotonic() >= deadline or end - mark > dt.timedelta(seconds=limit):
+            raise RetryableError(
+                f"The events store has not committed every write before {end.isoformat()} after {limit:g} s "
+                f"(its watermark is {mark.isoformat()}): the interval is read once they have"
+            )
+        time.sleep(poll)
+
+
 def _non_empty(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
     return (batch for batch in reader if batch.num_rows)
 
@@ -64,6 +93,7 @@ def export(
         return ExportResult(0, 0, (), 0)
     store = store or get_store()
     query = model_query(run, batch_rows)
+    wait_for_watermark(store, query.end)
     total = store.count(query) if count_total else None
     reader = store.read(query)
     batches = _non_empty(reader)
