@@ -388,3 +388,26 @@ def test_reconcile_heals_schedules_and_starts_pending_backfills(api, project, en
     handle = client.get_workflow_handle(f"backfill-{pending.id}")
     assert temporal.call(handle.describe()).id == f"backfill-{pending.id}"
     temporal.call(handle.terminate())
+
+
+def test_the_embedded_server_starts_again_on_other_ports_when_its_port_was_taken(tmp_path, monkeypatch):
+    """A port found free can be taken before the server binds it; the server then exits at once,
+    and the service starts it again on fresh ports rather than failing `up`."""
+    import socket
+
+    from batchexports.engine import server as embedded
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    ports = iter([taken.getsockname()[1]])
+    real_free_port = embedded.free_port
+    monkeypatch.setattr(embedded, "free_port", lambda: next(ports, None) or real_free_port())
+    server = EmbeddedTemporalServer(tmp_path / "temporal")
+    try:
+        address = server.start()
+        assert address != f"127.0.0.1:{taken.getsockname()[1]}"
+        assert embedded.answers(address)
+    finally:
+        server.stop()
+        taken.close()

@@ -26,11 +26,17 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 60.0
+START_ATTEMPTS = 3
+MIN_ALIVE_AT_START = 1.0  # seconds; a server that cannot bind its ports exits well within this
 STOP_TIMEOUT = 5.0  # SIGTERM, then SIGKILL: it stops in about 2 s, and its SQLite state is crash-safe
 
 
 class TemporalServerError(RuntimeError):
     pass
+
+
+class _ExitedAtStart(TemporalServerError):
+    """The server process ended before it answered (a port taken under it, most often)."""
 
 
 def temporal_binary() -> str:
@@ -92,6 +98,20 @@ class EmbeddedTemporalServer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self._adopt_leftover():
             return self.address
+        # A port found free can be taken by another process before the server binds it (the server
+        # then exits at once): start again on fresh ports, a few times.
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self._launch()
+                break
+            except _ExitedAtStart as error:
+                if attempt == START_ATTEMPTS:
+                    raise TemporalServerError(str(error)) from None
+                logger.warning("%s; starting it again on other ports (attempt %d)", error, attempt + 1)
+        logger.info("embedded Temporal server started at %s (pid %s)", self.address, self.pid)
+        return self.address
+
+    def _launch(self) -> None:
         port = free_port()
         self.address = f"127.0.0.1:{port}"
         log = open(self.state_dir / "server.log", "ab")  # noqa: SIM115 - owned by the child process
@@ -108,8 +128,6 @@ class EmbeddedTemporalServer:
         self.pid = self._process.pid
         self.info_file.write_text(json.dumps({"pid": self.pid, "address": self.address}))
         self._wait_until_ready()
-        logger.info("embedded Temporal server started at %s (pid %s)", self.address, self.pid)
-        return self.address
 
     def _adopt_leftover(self) -> bool:
         try:
@@ -127,14 +145,20 @@ class EmbeddedTemporalServer:
         return False
 
     def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
+        launched = time.monotonic()
+        deadline = launched + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
-                raise TemporalServerError(
+                self.info_file.unlink(missing_ok=True)
+                raise _ExitedAtStart(
                     f"The Temporal server exited with {self._process.returncode}; see {self.state_dir / 'server.log'}"
                 )
-            if answers(self.address, timeout=0.5):
-                return
+            # Answering is not enough: another process listening on a port taken under the server
+            # answers too, while the server itself is about to exit with "address already in use".
+            if answers(self.address, timeout=0.5) and time.monotonic() - launched >= MIN_ALIVE_AT_START:
+                if self._process is None or self._process.poll() is None:
+                    return
+                continue
             time.sleep(0.1)
         self.stop()
         raise TemporalServerError(f"The Temporal server did not answer within {STARTUP_TIMEOUT:.0f} s")
