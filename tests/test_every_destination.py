@@ -74,6 +74,9 @@ class WatchedStore:
         self.queries += 1
         return self.store.count(query)
 
+    def watermark(self) -> dt.datetime:
+        return self.store.watermark()
+
     def read(self, query: ModelQuery) -> pa.RecordBatchReader:
         self.queries += 1
         reader = self.store.read(query)
